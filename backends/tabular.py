@@ -1,0 +1,223 @@
+"""An exact tiny language model: next-token log-probabilities looked up in a table.
+
+The table maps a context — the last ``order`` tokens (fewer at the start of a sequence) —
+to logits over the vocabulary plus the end-of-sequence token (id ``len(vocab)``). It is a
+real LM behind the same interface as the vLLM backend (batched ``generate`` with stop
+strings, max tokens, temperature, seeds and ``n``; ``logprob`` of continuations; a
+tokenizer; usage counters) and, being small, it can also list the exact support of a
+generation request — which is what makes exact enumeration of programs possible.
+
+    >>> from ppl.backends.tabular import TabularLM
+    >>> from ppl.interfaces import GenRequest
+    >>> lm = TabularLM.random([" the", " cat", " sat", "."], order=2, seed=0)
+    >>> segment = lm.generate([GenRequest(lm.encode(" the"), max_tokens=5, stop=("."), seed=3)])[0][0]
+    >>> segment.finish_reason in ("eos", "stop", "length"), segment.text == lm.decode(segment.token_ids)
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ppl.interfaces import GenRequest, ScoreRequest, Segment, Usage
+from ppl.randomness import Randomness, SeededRandomness, categorical
+
+EOS_TEXT = "<eos>"
+
+
+class TabularLM:
+    """A table of next-token distributions over a small vocabulary with EOS."""
+
+    def __init__(
+        self,
+        vocab: Sequence[str],
+        table: Mapping[tuple[int, ...], Sequence[float]],
+        *,
+        order: int,
+        name: str = "tabular",
+        randomness: Randomness | None = None,
+    ):
+        vocab = list(vocab)
+        if not vocab or any(not isinstance(t, str) or not t for t in vocab) or len(set(vocab)) != len(vocab):
+            raise ValueError("vocab must be a non-empty list of distinct non-empty strings")
+        if not isinstance(order, int) or order < 0:
+            raise ValueError(f"order must be an integer >= 0, got {order!r}")
+        self.vocab = vocab
+        self.eos_token_id = len(vocab)
+        self.order = order
+        self.name = name
+        self.randomness = randomness
+        self.usage = Usage()
+        self._table: dict[tuple[int, ...], np.ndarray] = {}
+        for context, logits in table.items():
+            logits = np.asarray(logits, dtype=np.float64)
+            if logits.shape != (len(vocab) + 1,):
+                raise ValueError(
+                    f"logits for context {context} must have {len(vocab) + 1} entries (vocab + EOS)"
+                )
+            if not np.any(np.isfinite(logits)) or np.any(np.isnan(logits)) or np.any(logits == np.inf):
+                raise ValueError(f"logits for context {context} must be finite or -inf, with one finite")
+            self._table[tuple(int(t) for t in context)] = logits - _logsumexp(logits)
+        self._by_length = sorted(vocab, key=len, reverse=True)
+
+    @classmethod
+    def random(
+        cls, vocab: Sequence[str], *, order: int, seed: int, scale: float = 3.0, name: str = "tabular"
+    ) -> TabularLM:
+        """Logits uniform in [-scale, scale] for every context of length <= ``order``."""
+        generator = np.random.default_rng(seed)
+        size = len(vocab)
+        table = {
+            context: generator.uniform(-scale, scale, size + 1)
+            for length in range(order + 1)
+            for context in itertools.product(range(size), repeat=length)
+        }
+        return cls(vocab, table, order=order, name=name)
+
+    def with_randomness(self, randomness: Randomness) -> TabularLM:
+        """The same LM drawing through ``randomness`` (e.g. exhaustive enumeration) instead of seeds."""
+        twin = TabularLM.__new__(TabularLM)
+        twin.__dict__.update(self.__dict__)
+        twin.randomness, twin.usage = randomness, Usage()
+        return twin
+
+    # --- the model ----------------------------------------------------------------------
+
+    def next_logprobs(self, context: Sequence[int], temperature: float = 1.0) -> np.ndarray:
+        """Log-probabilities of the next token (EOS last) at ``temperature`` (0 = greedy)."""
+        key = tuple(context[max(0, len(context) - self.order) :]) if self.order else ()
+        try:
+            logits = self._table[key]
+        except KeyError:
+            raise KeyError(f"{self.name}: no next-token distribution for context {key}") from None
+        if temperature == 0:
+            greedy = np.full_like(logits, -np.inf)
+            greedy[int(np.argmax(logits))] = 0.0
+            return greedy
+        tempered = logits / temperature
+        return tempered - _logsumexp(tempered)
+
+    # --- tokenizer ----------------------------------------------------------------------
+
+    def encode(self, text: str) -> tuple[int, ...]:
+        """Greedy longest-match tokenisation; text outside the vocabulary is an error."""
+        ids, position = [], 0
+        while position < len(text):
+            for token in self._by_length:
+                if text.startswith(token, position):
+                    ids.append(self.vocab.index(token))
+                    position += len(token)
+                    break
+            else:
+                raise ValueError(
+                    f"{self.name}: cannot tokenise {text[position:]!r} with vocabulary {self.vocab}"
+                )
+        return tuple(ids)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return "".join(EOS_TEXT if t == self.eos_token_id else self.vocab[t] for t in token_ids)
+
+    def chat(self, *, user: str, system: str | None = None) -> tuple[int, ...]:
+        """The tabular LM has no roles: the chat prompt is the system text then the user text."""
+        return self.encode((system or "") + user)
+
+    # --- batched calls ------------------------------------------------------------------
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[list[Segment]]:
+        started = time.perf_counter()
+        out = []
+        for request in requests:
+            segments = []
+            for i in range(request.n):
+                seed = request.seed if request.seed is not None else _fresh_seed()
+                rng = self.randomness or SeededRandomness(seed, i)
+                segments.append(self._sample(request, rng))
+            out.append(segments)
+            self.usage.requests += 1
+            self.usage.prompt_tokens += len(request.prompt) * request.n
+            self.usage.generated_tokens += sum(len(s) + s.eos for s in segments)
+        self._count_call(len(requests), started)
+        return out
+
+    def _sample(self, request: GenRequest, rng: Randomness) -> Segment:
+        tokens: list[int] = []
+        logprobs: list[float] = []
+        while True:
+            next_logprobs = self.next_logprobs(request.prompt + tuple(tokens), request.temperature)
+            token = categorical(rng, next_logprobs)
+            logprobs.append(float(next_logprobs[token]))
+            finish = self._finish_reason(request, tokens, token)
+            if token != self.eos_token_id:
+                tokens.append(token)
+            if finish:
+                return self._segment(tokens, finish, logprobs)
+
+    def _finish_reason(self, request: GenRequest, tokens: list[int], token: int) -> str | None:
+        """Why generation ends after ``token`` is drawn (``tokens`` excludes it), or None."""
+        if token == self.eos_token_id:
+            return "eos"
+        text = self.decode(tokens + [token])
+        if any(stop in text for stop in request.stop):
+            return "stop"
+        if len(tokens) + 1 >= request.max_tokens:
+            return "length"
+        return None
+
+    def _segment(self, tokens: list[int], finish: str, logprobs: list[float]) -> Segment:
+        return Segment(tuple(tokens), self.decode(tokens), finish, float(sum(logprobs)), tuple(logprobs))
+
+    def support(self, request: GenRequest) -> list[Segment]:
+        """Every segment ``request`` can produce, each with its exact log-probability."""
+        segments = []
+
+        def extend(tokens: list[int], logprobs: list[float]):
+            next_logprobs = self.next_logprobs(request.prompt + tuple(tokens), request.temperature)
+            for token in np.flatnonzero(np.isfinite(next_logprobs)):
+                token = int(token)
+                branch = logprobs + [float(next_logprobs[token])]
+                finish = self._finish_reason(request, tokens, token)
+                grown = tokens + [token] if token != self.eos_token_id else tokens
+                if finish:
+                    segments.append(self._segment(grown, finish, branch))
+                else:
+                    extend(grown, branch)
+
+        extend([], [])
+        return segments
+
+    def logprob(self, requests: Sequence[ScoreRequest]) -> list[float]:
+        started = time.perf_counter()
+        out = []
+        for request in requests:
+            context, total = tuple(request.prompt), 0.0
+            for token in tuple(request.continuation) + ((self.eos_token_id,) if request.eos else ()):
+                total += float(self.next_logprobs(context, request.temperature)[token])
+                context += (token,)
+            out.append(total)
+            self.usage.requests += 1
+            self.usage.prompt_tokens += len(request.prompt) + len(request.continuation)
+        self._count_call(len(requests), started)
+        return out
+
+    def _count_call(self, size: int, started: float) -> None:
+        self.usage.calls += 1
+        self.usage.batch_sizes.append(size)
+        self.usage.wall_time += time.perf_counter() - started
+
+    def __repr__(self) -> str:
+        return f"TabularLM(name={self.name!r}, vocab={self.vocab}, order={self.order})"
+
+
+def _logsumexp(x: np.ndarray) -> float:
+    top = np.max(x)
+    return float(top + math.log(np.sum(np.exp(x - top))))
+
+
+def _fresh_seed() -> int:
+    """A seed from the operating system's entropy, for requests that carry none."""
+    return int(np.random.SeedSequence().generate_state(1)[0])

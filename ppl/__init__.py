@@ -1,0 +1,55 @@
+"""ppl: a small probabilistic-programming language for inference-time scaling of LLMs.
+
+A program says how an LM proposes text step by step and how rewards, verifiers and
+constraints weight it; an interpreter (importance sampling, SMC, exact enumeration …)
+runs every particle of every problem on a few batched engine calls.
+"""
+
+from .errors import (
+    AllParticlesDeadError,
+    EngineError,
+    MissingRandomnessError,
+    NotEnumerableError,
+    PPLError,
+)
+from .handlers import Messenger, seed, trace
+from .inference import Algorithm, Results, infer
+from .interfaces import GenRequest, RewardRequest, ScoreRequest, Segment, Usage
+from .posterior import Diagnostics, Posterior, WeightedParticle
+from .primitives import condition, gen, observe, reward, sample, score, select, steps, twist
+from .program import Program, program
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Algorithm",
+    "AllParticlesDeadError",
+    "Diagnostics",
+    "EngineError",
+    "GenRequest",
+    "Messenger",
+    "MissingRandomnessError",
+    "NotEnumerableError",
+    "PPLError",
+    "Posterior",
+    "Program",
+    "Results",
+    "RewardRequest",
+    "ScoreRequest",
+    "Segment",
+    "Usage",
+    "WeightedParticle",
+    "condition",
+    "gen",
+    "infer",
+    "observe",
+    "program",
+    "reward",
+    "sample",
+    "score",
+    "seed",
+    "select",
+    "steps",
+    "trace",
+    "twist",
+]

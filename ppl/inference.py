@@ -1,0 +1,129 @@
+"""The contract every interpreter implements, and the one entry point ``ppl.infer``.
+
+An ``Algorithm`` holds validated settings and three hooks the scheduler calls per problem:
+``start`` (make the particles), ``at_barrier`` (act when the problem's particles have all
+reached a step barrier), ``finish`` (build its Posterior). ``run`` does the rest: binding
+inputs, seeding, batching, progress display.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+from .posterior import Diagnostics, Posterior, WeightedParticle, log_mean_exp
+from .program import as_program
+from .randomness import SeededSource, Source
+from .scheduler import DEAD, Particle, ProblemRun, RunStats, Scheduler
+
+
+def particle_key(problem: int, generation: int, index: int) -> tuple[int, ...]:
+    """Randomness key of particle ``index`` born at ``generation`` (0 = start, t+1 = after step t)."""
+    return (0, problem, generation, index)
+
+
+def algorithm_key(problem: int, step: int) -> tuple[int, ...]:
+    """Randomness key of the algorithm's own decisions for ``problem`` at ``step``."""
+    return (1, problem, step)
+
+
+def check_count(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+class Results(list):
+    """The Posteriors of a run, in problem order, with the scheduler's ``stats``."""
+
+    stats: RunStats
+
+
+class Algorithm:
+    """Base class of interpreters. Subclasses set ``name`` and override the hooks."""
+
+    name = "algorithm"
+    particles: int = 1
+
+    def start(self, run: ProblemRun, source: Source) -> None:
+        run.particles = [
+            Particle(run.index, key, source(*key))
+            for key in (particle_key(run.index, 0, i) for i in range(self.particles))
+        ]
+
+    def at_barrier(self, run: ProblemRun, source: Source) -> None:
+        """Default: do nothing (importance sampling)."""
+
+    def log_evidence(self, run: ProblemRun) -> float | None:
+        return log_mean_exp([p.log_weight for p in run.particles])
+
+    def finish(self, run: ProblemRun) -> Posterior:
+        particles = [
+            WeightedParticle(p.value, p.log_weight, p.sites, p.status, p.error) for p in run.particles
+        ]
+        diagnostics = Diagnostics(
+            algorithm=self.name,
+            particles=len(run.particles),
+            ess=list(run.ess),
+            resampled=list(run.resampled),
+            steps=run.step,
+            tokens_in=sum(p.tokens_in for p in run.particles),
+            tokens_out=sum(p.tokens_out for p in run.particles),
+            engine_calls=run.engine_calls,
+            wall_time=time.perf_counter() - run.started,
+            dead=sum(p.status == DEAD for p in run.particles),
+            errors=list(run.errors),
+        )
+        return Posterior(particles, self.log_evidence(run), diagnostics)
+
+    def run(
+        self,
+        program,
+        problems: Iterable,
+        *,
+        seed: int = 0,
+        randomness: Source | None = None,
+        progress: bool | Callable = False,
+        ids: Iterable[int] | None = None,
+    ) -> Results:
+        """Run ``program`` on every problem (a tuple of arguments, a dict of keyword
+        arguments, or a single argument) and return their Posteriors in order.
+
+        A problem's randomness is keyed by ``seed`` and its id (default: its position), so
+        its result does not depend on which other problems are in flight; pass ``ids`` to
+        resume part of a dataset with the seeds of an uninterrupted run.
+        """
+        program = as_program(program)
+        bound = [program.bind(p) for p in problems]
+        ids = list(range(len(bound))) if ids is None else [check_count("id", i, 0) for i in ids]
+        if len(ids) != len(bound) or len(set(ids)) != len(ids):
+            raise ValueError(f"ids must be {len(bound)} distinct integers, one per problem")
+        source = randomness if randomness is not None else SeededSource(seed)
+        scheduler = Scheduler(program, self, source)
+        on_done, bar = _progress(progress, len(bound), self.name)
+        try:
+            completed = scheduler.run(dict(zip(ids, bound)), on_done)
+        finally:
+            if bar is not None:
+                bar.close()
+        results = Results(completed[i] for i in ids)
+        results.stats = scheduler.stats
+        return results
+
+
+def _progress(progress, total: int, name: str):
+    if callable(progress):
+        return progress, None
+    if not progress:
+        return None, None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=name, unit="problem")
+    return (lambda index, posterior: bar.update(1)), bar
+
+
+def infer(program, problems: Iterable, algorithm: Algorithm, *, seed: int = 0, progress=False) -> Results:
+    """Run ``algorithm`` on ``program`` for every problem; one Posterior per problem."""
+    if not isinstance(algorithm, Algorithm):
+        raise TypeError(f"algorithm must be a ppl Algorithm (e.g. SMC(...)), got {type(algorithm).__name__}")
+    return algorithm.run(program, problems, seed=seed, progress=progress)

@@ -1,0 +1,188 @@
+"""The primitives a program is written with (DESIGN.md §2).
+
+Each primitive builds a ``Message`` and sends it through the handler stack. Choice sites
+(``gen``, ``select``, ``sample``, ``reward``) carry a *resolver*: a pure function from the
+answers received so far to what the site still needs (an engine request or a local draw)
+or to its value and log importance weight. Because resolvers are pure, any interpreter can
+replay, suspend, batch or enumerate a site without knowing what kind of site it is.
+
+Factor sites (``score``, ``twist``, ``condition``, ``observe``) only carry a log weight.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from .handlers import Done, Draw, Message, Need, apply_stack
+from .interfaces import GenRequest, RewardRequest, ScoreRequest, Segment
+
+DEFAULT_MAX_TOKENS = 256
+
+
+def _token_ids(context, what: str) -> tuple[int, ...]:
+    if isinstance(context, Segment):
+        return context.token_ids
+    if isinstance(context, str):
+        raise TypeError(
+            f"{what}: the context must be token ids, not text; encode it once with "
+            "`lm.encode(text)` or `lm.chat(user=...)` and extend it with segments' token_ids"
+        )
+    try:
+        ids = tuple(int(t) for t in context)
+    except TypeError:
+        raise TypeError(f"{what}: the context must be a sequence of token ids") from None
+    return ids
+
+
+def _log_weight(value, what: str) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} needs a number (a log weight), got {type(value).__name__}") from None
+    if math.isnan(value) or value == math.inf:
+        raise ValueError(f"{what} needs a finite log weight or -inf, got {value}")
+    return value
+
+
+def gen(
+    lm,
+    context: Sequence[int],
+    *,
+    stop: Sequence[str] | str = (),
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    temperature: float = 1.0,
+    proposal=None,
+) -> Segment:
+    """Generate one LM segment after ``context`` (token ids): a random choice.
+
+    Its distribution — and so its factor in the target — is ``lm`` at this temperature,
+    stopping at end-of-sequence, at a stop string, or at ``max_tokens`` ("what you write
+    is the model"). With ``proposal`` (another LM), the segment is drawn from the proposal
+    and weighted by p_lm / p_proposal, which needs one scoring call to ``lm``.
+    """
+    stop = (stop,) if isinstance(stop, str) else tuple(stop)
+    request = GenRequest(
+        prompt=_token_ids(context, "gen"),
+        max_tokens=int(max_tokens),
+        stop=stop,
+        temperature=float(temperature),
+    )
+
+    def resolve(results):
+        if not results:
+            return Need(proposal if proposal is not None else lm, request)
+        segment = results[0]
+        if proposal is None:
+            return Done(segment, 0.0)
+        if len(results) == 1:
+            return Need(
+                lm,
+                ScoreRequest(request.prompt, segment.token_ids, segment.eos, request.temperature),
+            )
+        return Done(segment, results[1] - segment.logprob)
+
+    args = {"lm": lm, "request": request, "proposal": proposal}
+    return apply_stack(Message("gen", args, resolve))
+
+
+def select(lm, context: Sequence[int], options: Sequence[str]) -> str:
+    """Choose one of ``options`` with probability ∝ p_lm(option | context).
+
+    An exact categorical choice: each option is scored as a continuation (no length
+    normalisation), then one is drawn. Its factor in the target is that normalised
+    probability, which the draw samples exactly, so the weight is unchanged.
+    """
+    options = list(options)
+    if not options:
+        raise ValueError("select needs at least one option")
+    prompt = _token_ids(context, "select")
+
+    def resolve(results):
+        if not results:
+            return Need(lm, tuple(ScoreRequest(prompt, tuple(lm.encode(o))) for o in options))
+        if len(results) == 1:
+            if not any(math.isfinite(x) for x in results[0]):
+                return Done(None, -math.inf)
+            return Draw(logits=tuple(results[0]))
+        return Done(options[results[1]], 0.0)
+
+    return apply_stack(Message("select", {"lm": lm, "options": options}, resolve))
+
+
+def sample(distribution) -> Any:
+    """A non-LM random choice from a NumPyro distribution; drawn exactly, weight unchanged."""
+    if not hasattr(distribution, "log_prob"):
+        raise TypeError("sample needs a NumPyro distribution (numpyro.distributions.*)")
+
+    def resolve(results):
+        if not results:
+            return Draw(distribution=distribution)
+        return Done(results[0], 0.0)
+
+    return apply_stack(Message("sample", {"distribution": distribution}, resolve))
+
+
+def observe(distribution, value) -> None:
+    """A likelihood term: multiply the target by ``distribution``'s density at ``value``."""
+    if not hasattr(distribution, "log_prob"):
+        raise TypeError("observe needs a NumPyro distribution (numpyro.distributions.*)")
+    log_weight = _log_weight(distribution.log_prob(value), "observe")
+    apply_stack(Message("observe", {"distribution": distribution, "value": value}, log_weight=log_weight))
+
+
+def score(log_weight: float) -> None:
+    """Multiply the target by exp(log_weight) (Stan's ``target +=``, NumPyro's ``factor``)."""
+    apply_stack(Message("score", {}, log_weight=_log_weight(log_weight, "score")))
+
+
+def twist(log_weight: float) -> None:
+    """A potential on the current prefix that guides resampling.
+
+    It counts in the weights until the next step barrier, where it is divided back out; a
+    particle that finishes has it removed. It changes intermediate targets, never the
+    program's target.
+    """
+    apply_stack(Message("twist", {}, log_weight=_log_weight(log_weight, "twist")))
+
+
+def condition(ok: bool, reason: str | None = None) -> None:
+    """A hard constraint: the target is zero where ``ok`` is false."""
+    ok = bool(ok)
+    args = {"ok": ok, "reason": reason}
+    apply_stack(Message("condition", args, log_weight=0.0 if ok else -math.inf))
+
+
+def reward(model, *args) -> float:
+    """Ask a reward model, verifier or judge for a number; batched and memoised by the engine.
+
+    The reward is a value, not a weight: use ``score`` or ``twist`` to weight by it.
+    """
+    request = RewardRequest(tuple(args))
+
+    def resolve(results):
+        if not results:
+            return Need(model, request)
+        return Done(float(results[0]), 0.0)
+
+    return apply_stack(Message("reward", {"model": model, "args": args}, resolve))
+
+
+def barrier() -> None:
+    """The step barrier: the point between steps where an algorithm may act."""
+    apply_stack(Message("barrier", {}))
+
+
+def steps(max: int) -> Iterator[int]:
+    """Iterate over at most ``max`` steps, with a barrier between consecutive steps.
+
+    ``break`` (or ``return``) inside the loop finishes the particle's stepping: it is then
+    kept as it is and not extended again.
+    """
+    if not isinstance(max, int) or max < 1:
+        raise ValueError(f"steps(max=...) needs a positive integer, got {max!r}")
+    for t in range(max):
+        if t > 0:
+            barrier()
+        yield t

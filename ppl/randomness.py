@@ -1,0 +1,159 @@
+"""Sources of randomness, and exact enumeration of a computation's own randomness.
+
+Every random decision in ppl — a token drawn by the tabular LM, a categorical choice, the
+uniform behind a resampling scheme — goes through ``Randomness.uniform(breaks)``: a uniform
+draw on [0, 1) whose *use* the caller promises depends only on which interval between the
+sorted ``breaks`` it falls in. A seeded source ignores the breaks and draws. The exhaustive
+source instead runs a computation once per interval sequence (depth-first, by
+re-execution) and reports each outcome with its exact probability — so the real code of
+an interpreter, not a model of it, has its output law computed exactly (TESTING.md,
+technique 2).
+
+Example::
+
+    >>> from ppl.randomness import exact_law, categorical
+    >>> law = exact_law(lambda rng: categorical(rng, [0.0, 0.0, 0.0]))
+    >>> sorted((v, round(p, 6)) for p, v in law)
+    [(0, 0.333333), (1, 0.333333), (2, 0.333333)]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from .errors import NotEnumerableError
+
+_MIN_INTERVAL = 1e-15
+
+
+class Randomness(Protocol):
+    def uniform(self, breaks: Sequence[float] | None = None) -> float:
+        """A draw from U[0, 1); see the module docstring for ``breaks``."""
+        ...
+
+
+def derive_seed(*key: int) -> int:
+    """A 31-bit integer seed derived from a tuple of non-negative integers."""
+    return int(np.random.SeedSequence(list(key)).generate_state(1)[0] >> 1)
+
+
+class SeededRandomness:
+    """Independent uniform draws from a PCG64 stream keyed by a tuple of integers."""
+
+    def __init__(self, *key: int):
+        self._generator = np.random.Generator(np.random.PCG64(np.random.SeedSequence(list(key))))
+
+    def uniform(self, breaks: Sequence[float] | None = None) -> float:
+        return float(self._generator.random())
+
+
+class Source(Protocol):
+    """Where an interpreter gets randomness: a stream per key, and seeds for engine requests."""
+
+    def __call__(self, *key: int) -> Randomness: ...
+
+    def engine_seed(self, *key: int) -> int: ...
+
+
+class SeededSource:
+    """The default source: everything keyed by ``(seed, *key)``, so a run is reproducible
+    and a problem's draws do not depend on what else is in flight."""
+
+    def __init__(self, seed: int):
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self.seed = int(seed)
+
+    def __call__(self, *key: int) -> Randomness:
+        return SeededRandomness(self.seed, *key)
+
+    def engine_seed(self, *key: int) -> int:
+        return derive_seed(self.seed, *key)
+
+
+class FixedSource:
+    """Every key gets the same randomness — e.g. one ``ExhaustiveRandomness`` to enumerate
+    a whole run. Engines must then draw through it too (``TabularLM.with_randomness``)."""
+
+    def __init__(self, randomness: Randomness):
+        self.randomness = randomness
+
+    def __call__(self, *key: int) -> Randomness:
+        return self.randomness
+
+    def engine_seed(self, *key: int) -> int:
+        return 0
+
+
+def categorical(rng: Randomness, logits: Sequence[float]) -> int:
+    """Draw an index with probability ∝ exp(logits) by inverting the CDF.
+
+    Indices of zero probability are never returned.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 1 or logits.size == 0:
+        raise ValueError("categorical needs a non-empty 1-d array of logits")
+    top = np.max(logits)
+    if not np.isfinite(top):
+        raise ValueError("categorical needs at least one finite logit")
+    probs = np.exp(logits - top)
+    cdf = np.cumsum(probs)
+    cdf /= cdf[-1]
+    cdf[int(np.flatnonzero(probs > 0)[-1]) :] = 1.0
+    u = rng.uniform(cdf[:-1])
+    return int(np.searchsorted(cdf, u, side="right"))
+
+
+class ExhaustiveRandomness:
+    """Follows a prescribed path of interval choices; extends it with the first interval."""
+
+    def __init__(self, path: list[int]):
+        self.path = path
+        self.widths: list[int] = []
+        self.position = 0
+        self.log_probability = 0.0
+
+    def uniform(self, breaks: Sequence[float] | None = None) -> float:
+        if breaks is None:
+            raise NotEnumerableError(
+                "this random draw has a continuous outcome and cannot be enumerated exactly"
+            )
+        edges = np.unique(np.clip(np.asarray(breaks, dtype=np.float64), 0.0, 1.0))
+        edges = np.concatenate(([0.0], edges, [1.0]))
+        intervals = [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b - a > _MIN_INTERVAL]
+        if self.position == len(self.path):
+            self.path.append(0)
+        choice = self.path[self.position]
+        self.widths.append(len(intervals))
+        self.position += 1
+        low, high = intervals[choice]
+        self.log_probability += math.log(high - low)
+        return 0.5 * (low + high)
+
+
+def exact_law(
+    computation: Callable[[ExhaustiveRandomness], Any], max_outcomes: int = 1_000_000
+) -> list[tuple[float, Any]]:
+    """Run ``computation(rng)`` once per outcome of its random draws.
+
+    Returns ``[(probability, result), ...]``; the probabilities sum to one. The computation
+    must be deterministic given its draws, and draw only through ``rng.uniform(breaks)``.
+    """
+    law: list[tuple[float, Any]] = []
+    path: list[int] = []
+    while True:
+        rng = ExhaustiveRandomness(path)
+        result = computation(rng)
+        law.append((math.exp(rng.log_probability), result))
+        if len(law) > max_outcomes:
+            raise NotEnumerableError(f"more than {max_outcomes} outcomes; not enumerated")
+        del path[rng.position :]
+        while path and path[-1] + 1 >= rng.widths[len(path) - 1]:
+            path.pop()
+        if not path:
+            return law
+        path[-1] += 1

@@ -1,0 +1,352 @@
+"""The batching scheduler: every live particle of every problem, a few engine calls a round.
+
+How it works — the core's most important decision, in one place:
+
+* A particle is its **record**: the answers its choice sites received so far (segments,
+  scores, draws). To move a particle on, the scheduler *replays* the program from the start
+  under a ``Resume`` handler that serves recorded answers, and stops it at the first site
+  that needs something new (Pyro's ``queue`` idea). Copying a particle at resampling is
+  copying its record; there are no coroutines to clone.
+* A **round**: every runnable particle is replayed to its next engine request, step
+  barrier, or end; the requests are grouped by model and kind; each group is answered by
+  **one** batched backend call; the answers are appended to the records.
+* **Barriers are per problem**: when all particles of one problem are at a barrier or
+  finished, the algorithm acts for that problem alone (resample, prune, …) and releases it,
+  while the other problems keep the engine busy.
+* Weights: during replay the handler adds up the log weight of the run so far — scores,
+  conditions, observations, proposal corrections, and the twist of the current step only.
+  At a barrier or at the end, the particle's importance weight grows by the change in that
+  total since its last update (so twists are divided back out at the next step, and a
+  finished particle carries none).
+
+A program that raises gives its particle weight −∞ and a recorded reason; a backend that
+raises stops the run with an ``EngineError`` that keeps the posteriors already finished.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import EngineError
+from .handlers import Done, Message, Messenger, Need, Site, draw, only
+from .interfaces import GenRequest, ScoreRequest
+from .program import Program
+from .randomness import Randomness, Source
+
+RUNNING, WAITING, AT_BARRIER, FINISHED, DEAD = "running", "waiting", "at_barrier", "finished", "dead"
+
+
+class _Suspend(BaseException):
+    """Control flow: the replay reached a site that needs an engine."""
+
+    def __init__(self, need: Need):
+        self.need = need
+
+
+class _AtBarrier(BaseException):
+    """Control flow: the replay reached a step barrier it has not passed yet."""
+
+
+class _Killed(BaseException):
+    """Control flow: the particle's weight became zero."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+@dataclass
+class Particle:
+    """One particle: its record of answers, its weight, and where it stands."""
+
+    problem: int
+    key: tuple[int, ...]
+    rng: Randomness
+    records: list[list] = field(default_factory=list)
+    barriers_passed: int = 0
+    log_weight: float = 0.0
+    anchor: float = 0.0
+    status: str = RUNNING
+    need: Need | None = None
+    value: Any = None
+    error: str | None = None
+    sites: list[Site] = field(default_factory=list)
+    increments: list[float] = field(default_factory=list)
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+    def clone(self, key: tuple[int, ...], rng: Randomness) -> Particle:
+        """A copy that shares nothing mutable, with its own key and randomness."""
+        return Particle(
+            problem=self.problem,
+            key=key,
+            rng=rng,
+            records=[list(answers) for answers in self.records],
+            barriers_passed=self.barriers_passed,
+            log_weight=self.log_weight,
+            anchor=self.anchor,
+            status=self.status,
+            need=self.need,
+            value=self.value,
+            error=self.error,
+            sites=list(self.sites),
+            increments=list(self.increments),
+            tokens_in=self.tokens_in,
+            tokens_out=self.tokens_out,
+        )
+
+
+class Resume(Messenger):
+    """Replays a particle's record and suspends it at its first unanswered site."""
+
+    def __init__(self, particle: Particle):
+        super().__init__()
+        self.particle = particle
+        self.choice_index = 0
+        self.barriers = 0
+        self.total = 0.0
+        self.twist = 0.0
+        self.sites: list[Site] = []
+
+    def untwist(self) -> None:
+        """At a barrier the previous step's twist is divided back out."""
+        self.twist = 0.0
+
+    def log_weight_at_barrier(self) -> float:
+        """The run's log weight under the intermediate (twisted) target."""
+        return self.total + self.twist
+
+    def log_weight_at_end(self) -> float:
+        """The run's log weight under the program's target: no twist is left in it."""
+        return self.total
+
+    def process_message(self, msg: Message) -> None:
+        if msg.kind == "barrier":
+            if self.barriers == self.particle.barriers_passed:
+                raise _AtBarrier()
+            self.barriers += 1
+            self.untwist()
+            msg.done = True
+            return
+        if msg.resolve is None:
+            msg.done = True
+            return
+        records = self.particle.records
+        if self.choice_index == len(records):
+            records.append([])
+        answers = records[self.choice_index]
+        self.choice_index += 1
+        while True:
+            step = msg.resolve(answers)
+            if isinstance(step, Done):
+                msg.value, msg.log_weight, msg.done = step.value, step.log_weight, True
+                return
+            if isinstance(step, Need):
+                raise _Suspend(step)
+            answers.append(draw(step, self.particle.rng))
+
+    def postprocess_message(self, msg: Message) -> None:
+        self.sites.append(Site(msg.kind, msg.value, msg.log_weight, msg.args))
+        if msg.kind == "twist":
+            self.twist += msg.log_weight
+        else:
+            self.total += msg.log_weight
+        if self.total == -math.inf:
+            reason = msg.args.get("reason") if msg.kind == "condition" else None
+            raise _Killed(reason or f"{msg.kind} at site {len(self.sites) - 1} gave weight zero")
+
+
+def update_weight(particle: Particle, total: float) -> None:
+    """Grow the importance weight by the change of the run's log weight since the last update."""
+    increment = total - particle.anchor
+    particle.log_weight += increment
+    particle.anchor = total
+    particle.increments.append(increment)
+
+
+def advance(particle: Particle, program: Program, args: tuple, kwargs: dict) -> None:
+    """Replay ``particle`` to its next engine request, barrier, or end."""
+    handler = Resume(particle)
+    try:
+        with only(handler):
+            value = program.fn(*args, **kwargs)
+    except _Suspend as suspended:
+        particle.status, particle.need = WAITING, suspended.need
+    except _AtBarrier:
+        update_weight(particle, handler.log_weight_at_barrier())
+        particle.status = AT_BARRIER
+    except _Killed as killed:
+        kill(particle, killed.reason)
+    except Exception as error:  # the program raised: this particle dies, the run goes on
+        kill(particle, f"{type(error).__name__}: {error}")
+    else:
+        update_weight(particle, handler.log_weight_at_end())
+        particle.status, particle.value = FINISHED, value
+    particle.sites = handler.sites
+
+
+def kill(particle: Particle, reason: str) -> None:
+    particle.log_weight = -math.inf
+    particle.status, particle.error = DEAD, reason
+
+
+@dataclass
+class ProblemRun:
+    """One problem in flight: its inputs, particles, and the algorithm's bookkeeping."""
+
+    index: int
+    args: tuple
+    kwargs: dict
+    particles: list[Particle] = field(default_factory=list)
+    step: int = 0
+    ess: list[float] = field(default_factory=list)
+    resampled: list[bool] = field(default_factory=list)
+    engine_calls: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    errors: list[str] = field(default_factory=list)
+    state: dict = field(default_factory=dict)
+
+    def settled(self) -> bool:
+        return all(p.status in (AT_BARRIER, FINISHED, DEAD) for p in self.particles)
+
+
+@dataclass
+class RunStats:
+    """What the scheduler asked of the engines: calls and batch sizes per (model, kind)."""
+
+    rounds: int = 0
+    calls: dict = field(default_factory=lambda: defaultdict(int))
+    batch_sizes: dict = field(default_factory=lambda: defaultdict(list))
+
+    def total_calls(self, kind: str | None = None) -> int:
+        return sum(n for (_, k), n in self.calls.items() if kind is None or k == kind)
+
+
+def _kind(request) -> str:
+    if isinstance(request, GenRequest):
+        return "generate"
+    if isinstance(request, (ScoreRequest, tuple)):
+        return "logprob"
+    return "reward"
+
+
+def _model_name(model) -> str:
+    return getattr(model, "name", type(model).__name__)
+
+
+class Scheduler:
+    """Runs many problems' particles together; the algorithm decides what happens at barriers.
+
+    ``algorithm`` must offer ``start(run, source)`` (create the particles),
+    ``at_barrier(run, source)`` (act once all the problem's particles have arrived) and
+    ``finish(run)`` (return the problem's Posterior).
+    """
+
+    def __init__(self, program: Program, algorithm, source: Source):
+        self.program = program
+        self.algorithm = algorithm
+        self.source = source
+        self.stats = RunStats()
+
+    def run(self, problems: dict[int, tuple[tuple, dict]], on_done: Callable | None = None) -> dict:
+        """Run problems (id → bound inputs) to completion; return id → Posterior."""
+        completed: dict[int, Any] = {}
+        active = []
+        for index, (args, kwargs) in problems.items():
+            run = ProblemRun(index, args, kwargs)
+            self.algorithm.start(run, self.source)
+            active.append(run)
+        while active:
+            self.stats.rounds += 1
+            for run in active:
+                for particle in run.particles:
+                    if particle.status == RUNNING:
+                        advance(particle, self.program, run.args, run.kwargs)
+            self._dispatch(active, completed)
+            still_active = []
+            for run in active:
+                if not run.settled():
+                    still_active.append(run)
+                elif any(p.status == AT_BARRIER for p in run.particles):
+                    self.algorithm.at_barrier(run, self.source)
+                    run.step += 1
+                    for particle in run.particles:
+                        if particle.status == AT_BARRIER:
+                            particle.barriers_passed += 1
+                            particle.status = RUNNING
+                    still_active.append(run)
+                else:
+                    run.errors = [p.error for p in run.particles if p.error]
+                    completed[run.index] = self.algorithm.finish(run)
+                    if on_done is not None:
+                        on_done(run.index, completed[run.index])
+            active = still_active
+        return completed
+
+    def _dispatch(self, active: list[ProblemRun], completed: dict) -> None:
+        """Answer every waiting particle's request with one backend call per (model, kind)."""
+        groups: dict[tuple[int, str], list[Particle]] = defaultdict(list)
+        models = {}
+        for run in active:
+            for particle in run.particles:
+                if particle.status == WAITING:
+                    key = (id(particle.need.model), _kind(particle.need.request))
+                    groups[key].append(particle)
+                    models[key[0]] = particle.need.model
+        runs = {run.index: run for run in active}
+        for (model_id, kind), particles in groups.items():
+            model = models[model_id]
+            requests, owners = [], []
+            for particle in particles:
+                request = particle.need.request
+                if kind == "generate" and request.seed is None:
+                    seed = self.source.engine_seed(
+                        *particle.key, len(particle.records), len(particle.records[-1])
+                    )
+                    request = GenRequest(
+                        request.prompt, request.max_tokens, request.stop, request.temperature, seed, request.n
+                    )
+                batch = list(request) if isinstance(request, tuple) else [request]
+                requests.extend(batch)
+                owners.append((particle, len(batch), isinstance(request, tuple)))
+            answers = self._call(model, kind, requests, completed)
+            self.stats.calls[(_model_name(model), kind)] += 1
+            self.stats.batch_sizes[(_model_name(model), kind)].append(len(requests))
+            position = 0
+            for particle, count, is_tuple in owners:
+                chunk = answers[position : position + count]
+                batch = requests[position : position + count]
+                position += count
+                if kind == "generate":
+                    particle.tokens_in += sum(len(r.prompt) for r in batch)
+                    particle.tokens_out += sum(len(s) + s.eos for s in chunk[0])
+                    chunk = [chunk[0][0]]
+                elif kind == "logprob":
+                    particle.tokens_in += sum(len(r.prompt) + len(r.continuation) for r in batch)
+                particle.records[-1].append(tuple(chunk) if is_tuple else chunk[0])
+                particle.status, particle.need = RUNNING, None
+            for index in {p.problem for p in particles}:
+                runs[index].engine_calls += 1
+
+    def _call(self, model, kind: str, requests: list, completed: dict) -> list:
+        method = {"generate": "generate", "logprob": "logprob", "reward": "reward"}[kind]
+        try:
+            answers = getattr(model, method)(requests)
+        except Exception as error:
+            raise EngineError(
+                f"{_model_name(model)}.{method} failed on a batch of {len(requests)} requests: "
+                f"{type(error).__name__}: {error}",
+                backend=_model_name(model),
+                completed=completed,
+            ) from error
+        if len(answers) != len(requests):
+            raise EngineError(
+                f"{_model_name(model)}.{method} returned {len(answers)} answers for {len(requests)} requests",
+                backend=_model_name(model),
+                completed=completed,
+            )
+        return list(answers)
