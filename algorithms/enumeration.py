@@ -152,7 +152,7 @@ def enumerate_program(program, args=(), *, max_traces: int = 200_000) -> Posteri
         particles=len(particles),
         wall_time=time.perf_counter() - started,
         dead=sum(p.status == "dead" for p in particles),
-        errors=[p.error for p in particles if p.error],
+        deaths=[p.error for p in particles if p.error],
     )
     return Posterior(particles, log_z, diagnostics)
 

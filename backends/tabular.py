@@ -79,6 +79,33 @@ class TabularLM:
         }
         return cls(vocab, table, order=order, name=name)
 
+    @classmethod
+    def bigram(cls, counts: Mapping[str, Mapping[str, float]], *, name: str = "bigram") -> TabularLM:
+        """A word-level bigram LM from next-word counts; ``"<s>"`` is the start, ``"<eos>"`` the end.
+
+        >>> lm = TabularLM.bigram({"<s>": {"hi": 1}, "hi": {"hi": 1, "<eos>": 3}})
+        >>> [round(float(p), 2) for p in np.exp(lm.next_logprobs(lm.encode("hi")))]
+        [0.25, 0.75]
+        """
+        vocab = sorted({w for row in counts.values() for w in row if w != EOS_TEXT} | (set(counts) - {"<s>"}))
+        index = {w: i for i, w in enumerate(vocab)}
+        table = {}
+        for word, row in counts.items():
+            logits = np.full(len(vocab) + 1, -np.inf)
+            for following, count in row.items():
+                if count < 0:
+                    raise ValueError(f"bigram counts must be >= 0, got {count} for {word!r} -> {following!r}")
+                logits[len(vocab) if following == EOS_TEXT else index[following]] = (
+                    math.log(count) if count else -np.inf
+                )
+            table[() if word == "<s>" else (index[word],)] = logits
+        missing = [w for w in vocab if (index[w],) not in table]
+        if "<s>" not in counts or missing:
+            raise ValueError(
+                f"bigram counts need a row for '<s>' and for every word; missing: {missing or ['<s>']}"
+            )
+        return cls(vocab, table, order=1, name=name)
+
     def with_randomness(self, randomness: Randomness) -> TabularLM:
         """The same LM drawing through ``randomness`` (e.g. exhaustive enumeration) instead of seeds."""
         twin = TabularLM.__new__(TabularLM)

@@ -72,7 +72,7 @@ class Algorithm:
             engine_calls=run.engine_calls,
             wall_time=time.perf_counter() - run.started,
             dead=sum(p.status == DEAD for p in run.particles),
-            errors=list(run.errors),
+            deaths=list(run.deaths),
         )
         return Posterior(particles, self.log_evidence(run), diagnostics)
 

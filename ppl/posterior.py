@@ -61,7 +61,12 @@ class WeightedParticle:
 
 @dataclass
 class Diagnostics:
-    """How the run went, per problem."""
+    """How the run went, per problem.
+
+    ``dead`` counts the particles with weight zero at the end; ``deaths`` gives the reason
+    of every particle that died during the run (a failed condition, an exception), also
+    of those that resampling has since replaced.
+    """
 
     algorithm: str
     particles: int
@@ -73,7 +78,7 @@ class Diagnostics:
     engine_calls: int = 0
     wall_time: float = 0.0
     dead: int = 0
-    errors: list[str] = field(default_factory=list)
+    deaths: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
     @property

@@ -207,7 +207,7 @@ class ProblemRun:
     resampled: list[bool] = field(default_factory=list)
     engine_calls: int = 0
     started: float = field(default_factory=time.perf_counter)
-    errors: list[str] = field(default_factory=list)
+    deaths: list[str] = field(default_factory=list)
     state: dict = field(default_factory=dict)
 
     def settled(self) -> bool:
@@ -266,6 +266,8 @@ class Scheduler:
                 for particle in run.particles:
                     if particle.status == RUNNING:
                         advance(particle, self.program, run.args, run.kwargs)
+                        if particle.status == DEAD:
+                            run.deaths.append(particle.error)
             self._dispatch(active, completed)
             still_active = []
             for run in active:
@@ -280,7 +282,6 @@ class Scheduler:
                             particle.status = RUNNING
                     still_active.append(run)
                 else:
-                    run.errors = [p.error for p in run.particles if p.error]
                     completed[run.index] = self.algorithm.finish(run)
                     if on_done is not None:
                         on_done(run.index, completed[run.index])

@@ -38,7 +38,7 @@ def test_all_particles_dead_is_a_reported_outcome(lm, algorithm):
     assert post.all_dead and post.log_evidence == -math.inf
     assert post.diagnostics.dead == 8
     assert not np.any(np.isnan(post.weights)) and not np.any(np.isnan(post.diagnostics.ess))
-    assert post.diagnostics.errors == ["segments are never longer than 2 tokens"] * 8
+    assert post.diagnostics.deaths == ["segments are never longer than 2 tokens"] * 8
     with pytest.raises(ppl.AllParticlesDeadError, match="8× segments are never longer"):
         post.best()
     for query in (post.sample, post.majority, post.weighted_vote, post.distribution):
@@ -63,6 +63,8 @@ def test_a_raising_particle_dies_and_the_run_goes_on(lm):
     assert all(p.error == "ZeroDivisionError: b is not allowed" and p.log_weight == -math.inf for p in dead)
     assert "b" not in post.best()
     assert post.log_evidence > -math.inf
+    deaths = post.diagnostics.deaths
+    assert len(deaths) >= len(dead) and set(deaths) == {"ZeroDivisionError: b is not allowed"}
 
 
 def test_a_reward_model_that_fails_is_an_engine_error_that_keeps_finished_problems(lm):

@@ -70,5 +70,5 @@ def test_enumeration_records_raising_traces_with_zero_weight():
         return s.text
 
     post = Enumeration().run(fragile, [(lm,)])[0]
-    assert "RuntimeError: no b please" in post.diagnostics.errors
+    assert "RuntimeError: no b please" in post.diagnostics.deaths
     assert set(post.distribution()) <= {"a", ""}
