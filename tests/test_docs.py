@@ -30,3 +30,16 @@ def test_docstring_examples(name):
 def test_every_public_name_is_documented():
     for name in ppl.__all__:
         assert getattr(ppl, name).__doc__, name
+
+
+def test_readme_python_blocks_run():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert blocks
+    for block in blocks:
+        namespace: dict = {}
+        exec(compile(block, "README.md", "exec"), namespace)
+        assert namespace["posterior"].log_evidence > 0
