@@ -37,7 +37,10 @@ def _cdf(weights: np.ndarray) -> np.ndarray:
 
 
 def _locate(cdf: np.ndarray, positions) -> np.ndarray:
-    return np.searchsorted(cdf, positions, side="right")
+    """Index i with cdf[i-1] <= position < cdf[i]; a position rounded up to 1.0 (possible for
+    (j + u) / N with u just below one) goes to the last particle of positive weight."""
+    last = int(np.searchsorted(cdf, 1.0, side="left"))
+    return np.minimum(np.searchsorted(cdf, positions, side="right"), last)
 
 
 def multinomial(log_weights, n: int, rng: Randomness) -> np.ndarray:

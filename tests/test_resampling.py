@@ -63,3 +63,24 @@ def test_seeded_resampling_matches_the_exact_law(scheme):
 def test_resampling_all_zero_weights_is_an_error():
     with pytest.raises(ValueError, match="every weight is zero"):
         SCHEMES["multinomial"]([-math.inf, -math.inf], 2, SeededRandomness(0))
+
+
+class _AtTheTop:
+    """A 'random' source that always returns the largest float below one."""
+
+    def uniform(self, breaks=None):
+        return float(np.nextafter(1.0, 0.0))
+
+
+@pytest.mark.parametrize("scheme", sorted(SCHEMES))
+def test_zero_weights_at_the_end_are_never_chosen_even_at_u_near_one(scheme):
+    """Rounding can leave the CDF just below one before trailing zero weights; a uniform
+    draw in that sliver must still not pick them."""
+    log_weights = [math.log(0.1)] * 10 + [-math.inf]
+    assert np.cumsum(normalized_weights(log_weights))[-2] < 1.0  # the sliver exists
+    ancestors = SCHEMES[scheme](log_weights, 11, _AtTheTop())
+    assert ancestors.max() < 10
+
+
+def test_scheme_names():
+    assert sorted(SCHEMES) == ["multinomial", "residual", "stratified", "systematic"]

@@ -71,6 +71,7 @@ def test_zero_reward_is_the_lm_exactly(tiny, scheme):
         assert post.log_evidence == pytest.approx(0.0, abs=TOL)
         assert np.allclose(post.log_weights, 0.0, atol=TOL)
         assert post.diagnostics.resampling_events == 0
+        assert len(post.diagnostics.ess) == post.diagnostics.steps
         assert all(e == pytest.approx(2.0) for e in post.diagnostics.ess)
 
 
@@ -173,3 +174,14 @@ def test_program_and_interpreter_state_is_not_shared_between_runs():
     b = SMC(3).run(tiny.program(), [(tiny.lm,)], seed=5)[0]
     assert a.values == b.values and list(a.log_weights) == list(b.log_weights)
     assert isinstance(a, ppl.Posterior)
+
+
+@pytest.mark.parametrize("threshold, expected", [(0.0, [False, False]), (1.0, [True, True])])
+def test_diagnostics_record_every_barrier(threshold, expected):
+    """One ESS and one resampling decision per step barrier, in order."""
+    tiny = Tiny.make(vocab_size=3, max_len=3, seed=2, beta=1.0, with_twist=True)
+    post = SMC(64, resample="residual", ess_threshold=threshold).run(tiny.program(), [(tiny.lm,)], seed=0)[0]
+    d = post.diagnostics
+    assert d.algorithm == "smc" and d.particles == 64
+    assert d.steps == 2 and d.resampled == expected and d.resampling_events == sum(expected)
+    assert len(d.ess) == 2 and all(0 < e <= 64 for e in d.ess)
