@@ -11,22 +11,10 @@ Run:  python examples/reward_tilted.py
 
 import ppl
 from ppl.algorithms import SMC, ImportanceSampling, enumerate_program
-from ppl.backends import TabularLM
+from ppl.models import demo_lm
 
 BETA = 1.5
-LM = TabularLM.bigram(
-    {
-        "<s>": {" the": 3, " a": 1},
-        " the": {" cat": 1, " dog": 3, " mat": 1},
-        " a": {" cat": 1, " dog": 3},
-        " cat": {" sat": 3, " and": 1, "<eos>": 1},
-        " dog": {" sat": 1, " and": 2, "<eos>": 1},
-        " and": {" the": 2, " a": 1},
-        " sat": {" on": 3, "<eos>": 2},
-        " on": {" the": 3, " a": 1},
-        " mat": {"<eos>": 1},
-    }
-)
+LM = demo_lm("reward-tilted-demo")  # table in ppl/models.py, shared with the .tts twin
 
 
 @ppl.program

