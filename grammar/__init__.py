@@ -88,12 +88,11 @@ class Module:
     infer: Infer | None
 
 
-def read_source(source: str | Path, filename: str | None = None) -> tuple[str, str]:
-    """``(text, filename)`` from a path (a ``Path``, or a one-line string ending in .tts) or text."""
-    if isinstance(source, Path) or ("\n" not in source and source.endswith(".tts")):
-        path = Path(source)
-        data = path.read_bytes()
-        filename = filename or str(source)
+def read_source(source: str | bytes | Path, filename: str | None = None) -> tuple[str, str]:
+    """``(text, filename)`` from a path (a ``Path``, or a one-line string ending in .tts), text, or bytes."""
+    if isinstance(source, bytes) or isinstance(source, Path) or ("\n" not in source and source.endswith(".tts")):
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        filename = filename or ("<input>" if isinstance(source, bytes) else str(source))
         try:
             return data.decode("utf-8"), filename
         except UnicodeDecodeError as error:

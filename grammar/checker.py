@@ -123,6 +123,7 @@ class _Checker:
         self.step_depth = 0
         self.return_type: Type = ERROR
         self.too_deep = False
+        self.binding = "x"  # the name a random choice would be bound to, for messages
 
     def error(self, pos: ast.Position, message: str) -> None:
         self.diagnostics.append(Diagnostic(pos, message))
@@ -363,7 +364,9 @@ class _Checker:
 
     def check_statement(self, s, depth: int) -> None:
         if isinstance(s, ast.Let):
+            self.binding = s.name
             t = self.expr(s.value, depth)
+            self.binding = "x"
             existing = self.lookup(s.name)
             if existing is not None:
                 self.error(s.pos, f"'{s.name}' is already defined at line {existing.pos.line}")
@@ -643,9 +646,11 @@ class _Checker:
         if builtin.kind in ("choice", "distribution") and allow != builtin.kind:
             self.arguments(node.args, depth)
             if builtin.kind == "choice":
-                self.error(node.pos, f"{shown}(...) is a random choice: write `x ~ {shown}(...)`")
+                self.error(node.pos, f"{shown}(...) is a random choice: write `{self.binding} ~ {shown}(...)`")
             else:
-                self.error(node.pos, f"{shown}(...) is a distribution: use it after ~ (`x ~ {shown}(...)`)")
+                self.error(
+                    node.pos, f"{shown}(...) is a distribution: use it after ~ (`{self.binding} ~ {shown}(...)`)"
+                )
             return ERROR
         bound = self.bind(builtin, node.args, shown, node.pos)
         if bound is None:

@@ -26,7 +26,7 @@ class Diagnostic:
         head = f"{self.position}: {self.message}"
         if source is None:
             return head
-        lines = source.splitlines()
+        lines = source.splitlines() + [""]  # the end of the file may be on a line of its own
         if not 1 <= self.position.line <= len(lines):
             return head
         line = lines[self.position.line - 1]

