@@ -22,7 +22,8 @@ class GenRequest:
 
     Generation stops at the end-of-sequence token, after the first stop string appears in
     the decoded continuation, or after ``max_tokens`` tokens. ``temperature == 0`` is
-    greedy decoding.
+    greedy decoding. ``group`` names requests that share a prompt prefix (the scheduler sets
+    it to the problem's id) so an engine with several servers can keep them together.
     """
 
     prompt: tuple[int, ...]
@@ -31,6 +32,7 @@ class GenRequest:
     temperature: float = 1.0
     seed: int | None = None
     n: int = 1
+    group: int | None = None
 
     def __post_init__(self):
         if self.max_tokens < 1:
@@ -77,6 +79,7 @@ class ScoreRequest:
     continuation: tuple[int, ...]
     eos: bool = False
     temperature: float = 1.0
+    group: int | None = None
 
 
 @dataclass(frozen=True)

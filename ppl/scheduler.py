@@ -29,7 +29,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import EngineError
@@ -308,10 +308,10 @@ class Scheduler:
                     seed = self.source.engine_seed(
                         *particle.key, len(particle.records), len(particle.records[-1])
                     )
-                    request = GenRequest(
-                        request.prompt, request.max_tokens, request.stop, request.temperature, seed, request.n
-                    )
+                    request = replace(request, seed=seed)
                 batch = list(request) if isinstance(request, tuple) else [request]
+                if kind != "reward":
+                    batch = [replace(r, group=particle.problem) for r in batch]
                 requests.extend(batch)
                 owners.append((particle, len(batch), isinstance(request, tuple)))
             answers = self._call(model, kind, requests, completed)

@@ -1,0 +1,255 @@
+"""OpenAI-compatible completion servers (``vllm serve``, SGLang) as one LanguageModel.
+
+This is how a user outgrows one machine: run vLLM's own servers (with its tensor,
+pipeline or data parallelism) and list them here. Prompts are sent as token ids and
+segments come back as token ids (``return_token_ids``), so particle state is never
+re-tokenised; the tokenizer runs locally from the model's folder.
+
+* **Several servers, prefix affinity.** All requests of one problem (the scheduler marks
+  them with the problem's id, ``request.group``) go to the same server, chosen by a stable
+  hash, so that server's prefix cache serves every particle's shared prompt. Requests
+  without a group are routed by a hash of their first ``affinity_tokens`` tokens.
+* **One batched call.** ``generate`` sends its requests concurrently (one HTTP request per
+  ppl request, since each carries its own seed) and returns when all are answered.
+* **Failures.** Each HTTP request has a timeout; connection errors, 429 and 5xx answers are
+  retried with exponential backoff (a server closes idle keep-alive connections after ~5
+  s: every request opens its own connection). A server that stays down raises
+  ``ServerError`` naming it.
+* **Weights.** Start the servers with ``--logprobs-mode processed_logprobs`` so sampled
+  log-probabilities are under the sampling distribution (see ``ppl.backends.vllm``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from ppl.interfaces import GenRequest, ScoreRequest, Segment, Usage
+
+from .embedded import DEFAULT_MODEL, embedded, prepare
+
+RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+class ServerError(RuntimeError):
+    """A server did not answer, or answered with an error; the message names it."""
+
+    def __init__(self, server: str, message: str):
+        super().__init__(f"server {server}: {message}")
+        self.server = server
+
+
+class OpenAICompatible:
+    """A LanguageModel on one or more OpenAI-compatible ``/v1/completions`` servers."""
+
+    def __init__(
+        self,
+        servers: Sequence[str],
+        *,
+        tokenizer: str = DEFAULT_MODEL,
+        model: str | None = None,
+        name: str = "openai",
+        timeout: float = 300.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        affinity_tokens: int = 64,
+        max_concurrency: int = 64,
+    ):
+        servers = [s.rstrip("/") for s in ([servers] if isinstance(servers, str) else servers)]
+        if not servers:
+            raise ValueError("OpenAICompatible needs at least one server URL")
+        for server in servers:
+            if not server.startswith(("http://", "https://")):
+                raise ValueError(f"server URLs start with http:// or https://, got {server!r}")
+        if retries < 0 or timeout <= 0 or affinity_tokens < 1:
+            raise ValueError("retries must be >= 0, timeout > 0 and affinity_tokens >= 1")
+        self.servers = servers
+        self.tokenizer_source = tokenizer
+        self.model = model
+        self.name = name
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.affinity_tokens = affinity_tokens
+        self.max_concurrency = max_concurrency
+        self.usage = Usage()
+        self.requests_per_server: Counter = Counter()
+        self._tokenizer = None
+        self._lock = threading.Lock()
+
+    # --- tokenizer ---------------------------------------------------------------------------
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            path = (
+                prepare(self.tokenizer_source)
+                if embedded(self.tokenizer_source)
+                else Path(self.tokenizer_source)
+            )
+            self._tokenizer = AutoTokenizer.from_pretrained(path)
+        return self._tokenizer
+
+    @property
+    def eos_token_id(self) -> int:
+        return int(self.tokenizer.eos_token_id)
+
+    def encode(self, text: str) -> tuple[int, ...]:
+        return tuple(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=False)
+
+    def chat(self, *, user: str, system: str | None = None) -> tuple[int, ...]:
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": user}
+        ]
+        return self.encode(
+            self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        )
+
+    # --- routing and HTTP ----------------------------------------------------------------------
+
+    def server_for(self, request: GenRequest | ScoreRequest) -> str:
+        """The server for a request: a stable hash of its group, or of its first tokens."""
+        if request.group is not None:
+            key = f"group:{request.group}".encode()
+        else:
+            key = ",".join(map(str, request.prompt[: self.affinity_tokens])).encode()
+        digest = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+        return self.servers[digest % len(self.servers)]
+
+    def _model_for(self, server: str) -> str:
+        if self.model is None:
+            answer = self._http(server, "/v1/models", None)
+            self.model = answer["data"][0]["id"]
+        return self.model
+
+    def _http(self, server: str, path: str, body: dict | None) -> dict:
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        last = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            request = urllib.request.Request(server + path, data=data, headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    return json.loads(response.read())
+            except urllib.error.HTTPError as error:
+                detail = error.read().decode(errors="replace")[:500]
+                if error.code not in RETRY_STATUS:
+                    raise ServerError(server, f"HTTP {error.code} on {path}: {detail}") from None
+                last = f"HTTP {error.code}: {detail}"
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as error:
+                last = f"{type(error).__name__}: {getattr(error, 'reason', error)}"
+        raise ServerError(server, f"no answer on {path} after {self.retries + 1} attempts ({last})")
+
+    def _parallel(self, jobs: list) -> list:
+        if len(jobs) == 1:
+            return [jobs[0]()]
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(jobs))) as pool:
+            return list(pool.map(lambda job: job(), jobs))
+
+    # --- batched calls -----------------------------------------------------------------------
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[list[Segment]]:
+        started = time.perf_counter()
+        jobs = [lambda r=r: self._complete(r) for r in requests]
+        answers = self._parallel(jobs)
+        with self._lock:
+            self.usage.calls += 1
+            self.usage.batch_sizes.append(len(requests))
+            self.usage.wall_time += time.perf_counter() - started
+        return answers
+
+    def _complete(self, request: GenRequest) -> list[Segment]:
+        server = self.server_for(request)
+        body = {
+            "model": self._model_for(server),
+            "prompt": list(request.prompt),
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "n": request.n,
+            "logprobs": 0,
+            "return_token_ids": True,
+            "include_stop_str_in_output": True,
+            "skip_special_tokens": False,
+        }
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if request.seed is not None:
+            body["seed"] = request.seed
+        answer = self._http(server, "/v1/completions", body)
+        segments = [
+            self._segment(choice, request) for choice in sorted(answer["choices"], key=lambda c: c["index"])
+        ]
+        with self._lock:
+            self.requests_per_server[server] += 1
+            self.usage.requests += 1
+            usage = answer.get("usage") or {}
+            self.usage.prompt_tokens += usage.get("prompt_tokens", len(request.prompt))
+            self.usage.generated_tokens += usage.get("completion_tokens", 0)
+            details = usage.get("prompt_tokens_details") or {}
+            self.usage.cached_prompt_tokens += details.get("cached_tokens") or 0
+        return segments
+
+    def _segment(self, choice: dict, request: GenRequest) -> Segment:
+        ids = list(choice.get("token_ids") or [])
+        logprobs = [float(x) for x in ((choice.get("logprobs") or {}).get("token_logprobs") or [])]
+        if choice.get("finish_reason") == "length":
+            reason = "length"
+        elif isinstance(choice.get("stop_reason"), str):
+            reason = "stop"
+        else:
+            reason = "eos"
+            if ids and ids[-1] == self.eos_token_id:
+                ids = ids[:-1]
+        logprob = sum(logprobs) if request.temperature > 0 else 0.0
+        return Segment(tuple(ids), self.decode(ids), reason, float(logprob), tuple(logprobs))
+
+    def logprob(self, requests: Sequence[ScoreRequest]) -> list[float]:
+        for r in requests:
+            if r.temperature != 1.0:
+                raise ValueError(f"{self.name}: servers score continuations at temperature 1 only")
+            if not r.prompt:
+                raise ValueError(f"{self.name}: scoring needs a non-empty prompt")
+        started = time.perf_counter()
+        answers = self._parallel([lambda r=r: self._score(r) for r in requests])
+        with self._lock:
+            self.usage.calls += 1
+            self.usage.batch_sizes.append(len(requests))
+            self.usage.wall_time += time.perf_counter() - started
+        return answers
+
+    def _score(self, request: ScoreRequest) -> float:
+        ids = list(request.prompt) + list(request.continuation) + ([self.eos_token_id] if request.eos else [])
+        server = self.server_for(request)
+        body = {
+            "model": self._model_for(server),
+            "prompt": ids,
+            "max_tokens": 1,
+            "temperature": 1.0,
+            "prompt_logprobs": 0,
+        }
+        answer = self._http(server, "/v1/completions", body)
+        table = answer["choices"][0]["prompt_logprobs"]
+        total = sum(float(table[i][str(ids[i])]["logprob"]) for i in range(len(request.prompt), len(ids)))
+        with self._lock:
+            self.requests_per_server[server] += 1
+            self.usage.requests += 1
+            self.usage.prompt_tokens += len(ids)
+        return total
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatible(servers={self.servers}, model={self.model!r})"

