@@ -22,7 +22,7 @@
 
 ``parse`` gives the syntax tree, ``check`` runs every static check (no model is loaded),
 ``load`` also resolves the models on a backend and compiles each program to a
-``ppl.Program``. Every problem in the file is reported as a ``TtsError`` whose message reads
+``ppl.Program``. Each takes source text (a ``str``), a file (a ``pathlib.Path``) or bytes. Every problem in the file is reported as a ``TtsError`` whose message reads
 ``file.tts:LINE:COL: message``, the line, and a caret.
 """
 
@@ -89,8 +89,11 @@ class Module:
 
 
 def read_source(source: str | bytes | Path, filename: str | None = None) -> tuple[str, str]:
-    """``(text, filename)`` from a path (a ``Path``, or a one-line string ending in .tts), text, or bytes."""
-    if isinstance(source, bytes) or isinstance(source, Path) or ("\n" not in source and source.endswith(".tts")):
+    """``(text, filename)`` from a file (a ``pathlib.Path``), source text (a ``str``), or UTF-8 bytes.
+
+    A ``str`` is always source text, never a file name: pass ``Path("x.tts")`` for a file.
+    """
+    if isinstance(source, (bytes, Path)):
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
         filename = filename or ("<input>" if isinstance(source, bytes) else str(source))
         try:

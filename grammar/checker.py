@@ -646,10 +646,13 @@ class _Checker:
         if builtin.kind in ("choice", "distribution") and allow != builtin.kind:
             self.arguments(node.args, depth)
             if builtin.kind == "choice":
-                self.error(node.pos, f"{shown}(...) is a random choice: write `{self.binding} ~ {shown}(...)`")
+                self.error(
+                    node.pos, f"{shown}(...) is a random choice: write `{self.binding} ~ {shown}(...)`"
+                )
             else:
                 self.error(
-                    node.pos, f"{shown}(...) is a distribution: use it after ~ (`{self.binding} ~ {shown}(...)`)"
+                    node.pos,
+                    f"{shown}(...) is a distribution: use it after ~ (`{self.binding} ~ {shown}(...)`)",
                 )
             return ERROR
         bound = self.bind(builtin, node.args, shown, node.pos)

@@ -152,7 +152,7 @@ def test_repeated_and_misplaced_arguments():
         program('  s ~ lm.gen(lm.encode("a"), max_tokens = 1, max_tokens = 2)\n  return s.text')
     ).messages
     assert messages == ["the argument 'max_tokens' of lm.gen is given twice"]
-    assert error_of(program('  return text(value = 1, 2)')).messages == [
+    assert error_of(program("  return text(value = 1, 2)")).messages == [
         "a positional argument cannot follow a keyword argument"
     ]
 
@@ -179,7 +179,9 @@ def test_unknown_algorithm():
 
 
 def test_bad_algorithm_settings():
-    source = program('  return "a"', 'infer f with smc(particles = 0, ess = 2, resample = "wild", beams = 3)\n')
+    source = program(
+        '  return "a"', 'infer f with smc(particles = 0, ess = 2, resample = "wild", beams = 3)\n'
+    )
     assert error_of(source).messages == [
         "smc has no argument 'beams'; its arguments are particles, ess, resample",
     ]
@@ -210,17 +212,22 @@ def test_backend_not_available_yet_is_reported_at_load():
 
 # ---- no way to run Python ------------------------------------------------------------------------------
 
-FUNCTIONS = "bernoulli, beta, boxed, categorical, contains, exp, len, log, normal, poisson, select, text, uniform"
+FUNCTIONS = (
+    "bernoulli, beta, boxed, categorical, contains, exp, len, log, normal, poisson, select, text, uniform"
+)
 
 
 @pytest.mark.parametrize(
     "body, message",
     [
-        ('  let os = __import__("os")\n  return "a"', f"unknown function '__import__'; the functions are {FUNCTIONS}"),
+        (
+            '  let os = __import__("os")\n  return "a"',
+            f"unknown function '__import__'; the functions are {FUNCTIONS}",
+        ),
         ('  return open("/etc/passwd")', f"unknown function 'open'; the functions are {FUNCTIONS}"),
         ('  return eval("1")', f"unknown function 'eval'; the functions are {FUNCTIONS}"),
         (
-            "  let c = lm.__class__\n  return \"a\"",
+            '  let c = lm.__class__\n  return "a"',
             "a model has no field or method '__class__'; its methods are chat, decode, encode, gen",
         ),
         (
@@ -229,8 +236,10 @@ FUNCTIONS = "bernoulli, beta, boxed, categorical, contains, exp, len, log, norma
         ),
         ('  return "a".__class__.__name__', "a text has no field '__class__'"),
         ('  return "a".join(["b"])', "a text has no method 'join'"),
-        ('  s ~ lm.gen(lm.encode("a"))\n  return s.__dict__', "a segment has no field '__dict__'; its fields are "
-         "text, tokens, eos, finish_reason, logprob"),
+        (
+            '  s ~ lm.gen(lm.encode("a"))\n  return s.__dict__',
+            "a segment has no field '__dict__'; its fields are text, tokens, eos, finish_reason, logprob",
+        ),
     ],
 )
 def test_python_cannot_be_reached(body, message):
@@ -241,9 +250,7 @@ def test_python_statements_are_not_syntax():
     assert only_message("version 0.1\nimport os\n").splitlines()[0] == (
         "f.tts:2:1: expected 'infer', 'program', 'use' or the end of the file, found the name 'import'"
     )
-    assert error_of(program('  exec("x")\n  return "a"')).messages == [
-        "expected '+=', '=' or '~', found '('"
-    ]
+    assert error_of(program('  exec("x")\n  return "a"')).messages == ["expected '+=', '=' or '~', found '('"]
 
 
 # ---- all at once, before any engine ---------------------------------------------------------------------------
@@ -280,7 +287,9 @@ def test_every_error_is_reported_at_once_before_any_model_is_loaded(monkeypatch)
 def test_deep_nesting_is_an_error_not_a_crash():
     source = program("  return text(" + "-" * 3000 + "1)")
     assert error_of(source).messages == ["this is nested too deeply (more than 100 levels)"]
-    source = program("  let x = 0\n" + "  if true {\n" * 400 + "  x = 1\n" + "  }\n" * 400 + "  return text(x)")
+    source = program(
+        "  let x = 0\n" + "  if true {\n" * 400 + "  x = 1\n" + "  }\n" * 400 + "  return text(x)"
+    )
     assert error_of(source).messages == ["this is nested too deeply (more than 100 levels)"]
 
 

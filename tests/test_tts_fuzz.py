@@ -87,7 +87,27 @@ def test_truncations_and_token_mutations_of_the_examples():
 
 TOKEN_SOUP = sorted(
     {t.value for text in example_texts() for t in example_tokens(text)}
-    | {"(", ")", "[", "]", "{", "}", ",", "~", "=", "+=", "->", ":", ".", "else", "finish", "not", "-", "/", "<"}
+    | {
+        "(",
+        ")",
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        "~",
+        "=",
+        "+=",
+        "->",
+        ":",
+        ".",
+        "else",
+        "finish",
+        "not",
+        "-",
+        "/",
+        "<",
+    }
 )
 
 
@@ -112,7 +132,9 @@ def test_random_text_bytes_and_token_soups():
     def token_soup(tokens):
         counts["soup"] += 1
         front_end("version 0.1\n" + " ".join(tokens))
-        front_end('version 0.1\nuse lm = model("m")\nprogram f(p: text) -> text {\n' + " ".join(tokens) + "\n}")
+        front_end(
+            'version 0.1\nuse lm = model("m")\nprogram f(p: text) -> text {\n' + " ".join(tokens) + "\n}"
+        )
 
     random_text()
     random_bytes()

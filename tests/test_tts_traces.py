@@ -79,10 +79,13 @@ def test_the_infer_clauses_match_the_python_examples():
     assert repr(tilted.algorithm) == repr(SMC(particles=512, resample="systematic", ess_threshold=0.5))
 
 
-@pytest.mark.parametrize("name, program, args", [
-    ("constrained_generation", "without_dog", ()),
-    ("reward_tilted", "about_cats", (1.5,)),
-])
+@pytest.mark.parametrize(
+    "name, program, args",
+    [
+        ("constrained_generation", "without_dog", ()),
+        ("reward_tilted", "about_cats", (1.5,)),
+    ],
+)
 def test_exact_enumeration_agrees(name, program, args):
     twin = python_example(f"{name}.py")
     module = load(EXAMPLES / f"{name}.tts")

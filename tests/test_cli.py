@@ -1,0 +1,178 @@
+"""The `tts` command, run as a user runs it: a subprocess per command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import ppl
+from ppl.cli import first_prompt
+from ppl.grammar import load
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "examples").glob("*.tts"))
+INPUTS = {
+    "constrained_generation": None,
+    "reward_tilted": "1.5",
+    "particle_filter": "What is 7 * 6?",
+    "choices": "Say hello.",
+}
+
+
+def tts(*args, cwd=ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ppl.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+    )
+
+
+def input_args(path: Path) -> list[str]:
+    value = INPUTS[path.stem]
+    return [] if value is None else ["--input", value]
+
+
+def test_check_every_example():
+    done = tts("check", *EXAMPLES)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count(": ok — ") == len(EXAMPLES)
+    assert "infer solve with smc(particles = 16" in done.stdout
+
+
+def test_check_reports_every_error_and_exits_1(tmp_path):
+    bad = tmp_path / "bad.tts"
+    bad.write_text('version 0.1\nprogram f() -> text {\n  score "a"\n  finish\n  return 1\n}\n')
+    done = tts("check", bad, EXAMPLES[0])
+    assert done.returncode == 1
+    assert done.stderr.count(f"{bad}:") == 3
+    assert (
+        f'{bad}:3:9: score needs a number (a log weight), got a text\n      score "a"\n            ^'
+        in done.stderr
+    )
+    assert "Traceback" not in done.stderr
+    assert ": ok — " in done.stdout  # the good file is still checked
+
+
+def test_check_a_missing_file():
+    done = tts("check", "nowhere.tts")
+    assert done.returncode == 1
+    assert done.stderr.strip() == "tts: cannot read nowhere.tts: No such file or directory"
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_run_every_example(path, tmp_path):
+    out = tmp_path / "results.jsonl"
+    done = tts("run", path, *input_args(path), "--particles", "8", "--seed", "1", "--out", out)
+    assert done.returncode == 0, done.stderr
+    (line,) = out.read_text().splitlines()
+    result = json.loads(line)
+    assert result["id"] == 0 and "diagnostics" in result and "log_evidence" in result
+    assert result["diagnostics"]["particles"] == 8
+    assert done.stdout.splitlines()[0].split() == ["id", "answer", "log", "Z", "ESS", "tokens", "out", "dead"]
+    assert "1 problem in" in done.stdout
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_render_every_example(path):
+    done = tts("render", path, *input_args(path))
+    assert done.returncode == 0, done.stderr
+    assert "prompt text" in done.stdout and "token ids" in done.stdout
+
+
+def test_render_prints_the_exact_prompt():
+    done = tts("render", ROOT / "examples/particle_filter.tts", "--input", "What is 7 * 6?")
+    module = load(ROOT / "examples/particle_filter.tts")
+    lm = module.models["lm"]
+    expected = lm.chat(system="Solve step by step. Separate steps by a blank line.", user="What is 7 * 6?")
+    lines = done.stdout.splitlines()
+    assert json.loads(lines[-1]) == list(expected)
+    assert lm.decode(expected) in done.stdout
+    assert 'settings: max_tokens = 128, stop = ["\\n\\n"], temperature = 1.0' in done.stdout
+
+
+def test_render_makes_no_engine_call():
+    module = load(ROOT / "examples/particle_filter.tts")
+    rendered = first_prompt(module.programs["solve"], {"problem": "2 + 2?"})
+    assert rendered.max_tokens == 128 and rendered.prompt_ids
+    for model in module.models.values():
+        assert model.usage.calls == 0 and model.usage.requests == 0
+
+
+def test_run_a_dataset_writes_one_line_per_problem(tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"question": "Hi."}\n\n"Bye."\n{"question": "Why?"}\n')
+    out = tmp_path / "out.jsonl"
+    done = tts("run", ROOT / "examples/choices.tts", "--data", data, "--out", out, "--particles", "3")
+    assert done.returncode == 0, done.stderr
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in results) == [0, 1, 2]
+    assert {r["input"]["question"] for r in results} == {"Hi.", "Bye.", "Why?"}
+    assert "3 problems in" in done.stdout
+    assert "problem" in done.stderr  # the progress bar
+
+
+def test_run_writes_json_lines_to_stdout_and_the_table_to_stderr():
+    done = tts("run", ROOT / "examples/constrained_generation.tts", "--particles", "4")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert isinstance(result["answer"], str) and result["answers"]
+    assert "1 problem in" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "missing.jsonl"], "tts run: cannot read missing.jsonl:"),
+        ([], "tts run: 'reply' needs its inputs (question): use --input TEXT or --data FILE.jsonl"),
+    ],
+)
+def test_run_input_errors_exit_1(args, message):
+    done = tts("run", ROOT / "examples/choices.tts", *args)
+    assert done.returncode == 1
+    assert done.stderr.startswith(message)
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_data_line_names_its_line(tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"question": "ok"}\n{"question": 3}\n')
+    done = tts("run", ROOT / "examples/choices.tts", "--data", data)
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"tts run: {data}:2: the input 'question' must be a text, got 3"
+
+
+def test_usage_errors_exit_2():
+    assert tts("run").returncode == 2
+    assert tts("run", EXAMPLES[0], "--input", "a", "--data", "b").returncode == 2
+    assert tts("run", EXAMPLES[0], "--backend", "tpu").returncode == 2
+    assert tts().returncode == 2
+
+
+def test_unavailable_backend_exits_1_before_running():
+    done = tts("run", ROOT / "examples/constrained_generation.tts", "--backend", "vllm")
+    assert done.returncode == 1
+    assert "the vllm backend is not available yet" in done.stderr
+
+
+def test_help_and_version():
+    for command in ([], ["check"], ["run"], ["render"]):
+        done = tts(*command, "--help")
+        assert done.returncode == 0 and "usage: tts" in done.stdout
+    done = tts("--version")
+    assert done.stdout.strip() == f"tts {ppl.__version__} (.tts language 0.1)"
+
+
+def test_the_installed_console_script():
+    import shutil
+
+    script = shutil.which("tts", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("the tts console script is not installed (pip install -e .)")
+    done = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("tts ")
