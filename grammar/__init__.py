@@ -120,17 +120,24 @@ def check(source: str | Path, filename: str | None = None) -> Checked:
 
 
 def load(
-    source: str | Path, *, filename: str | None = None, backend: str | None = None, models: dict | None = None
+    source: str | Path,
+    *,
+    filename: str | None = None,
+    backend: str | None = None,
+    models: dict | None = None,
+    options: dict | None = None,
 ) -> Module:
     """Check a .tts file or text, resolve its models and compile its programs.
 
     ``backend`` (e.g. "tabular") overrides the backend of every ``model(...)``; without it each
     model uses its own ``backend = ...`` or "tabular". ``models`` maps ``use`` names to model
-    objects to use instead of loading them (tests pass their own LMs this way).
+    objects to use instead of loading them (tests pass their own LMs this way). ``options``
+    go to the backend (engine settings for vllm, ``servers`` for openai). Loading a model
+    starts no engine: engines start on their first request.
     """
     text, filename = read_source(source, filename)
     checked = _check(_parse(text, filename), text, filename)
-    resolved = _resolve_models(checked, backend, dict(models or {}))
+    resolved = _resolve_models(checked, backend, dict(models or {}), dict(options or {}))
     programs = {name: compile_program(checked, name, resolved) for name in checked.programs}
     infer = None
     if checked.infer is not None:
@@ -139,18 +146,22 @@ def load(
     return Module(filename, text, checked, resolved, programs, infer)
 
 
-def _resolve_models(checked: Checked, backend: str | None, given: dict) -> dict:
+def _resolve_models(checked: Checked, backend: str | None, given: dict, options: dict) -> dict:
     from ppl.backends.judge import Judge
     from ppl.models import DEFAULT_MODEL, BackendError, load_model
 
     resolved, problems = {}, []
+    loaded: dict[tuple[str, str], object] = {}  # one engine per (model, backend), however many uses name it
     for name, use in checked.uses.items():
         if name in given:
             resolved[name] = given[name]
         elif use.kind == "model":
             chosen = backend or use.settings.get("backend") or "tabular"
+            key = (use.settings.get("name") or DEFAULT_MODEL, chosen)
             try:
-                resolved[name] = load_model(use.settings.get("name") or DEFAULT_MODEL, chosen)
+                if key not in loaded:
+                    loaded[key] = load_model(*key, **options)
+                resolved[name] = loaded[key]
             except BackendError as error:
                 problems.append(Diagnostic(use.settings_pos.get("backend", use.pos), str(error)))
         elif use.settings["model"] in resolved:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -261,13 +262,37 @@ def first_prompt(program, inputs: dict, *, rng_seed: int = 0) -> Rendered:
 # ---- commands ---------------------------------------------------------------------------------------
 
 
-def _load(path: str, backend: str | None = None):
+def _backend_options(args) -> dict:
+    """Engine settings (``--engine KEY=VALUE``) and server URLs (``--server URL``) for the backend."""
+    options = {}
+    for item in getattr(args, "engine", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--engine takes KEY=VALUE (like max_model_len=4096), got {item!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    if getattr(args, "server", None):
+        options["servers"] = list(args.server)
+    return options
+
+
+def _load(path: str, backend: str | None = None, options: dict | None = None):
     from ppl.grammar import load
 
     try:
-        return load(Path(path), backend=backend)
+        return load(Path(path), backend=backend, options=options)
     except OSError as error:
         raise UserError(f"cannot read {path}: {error.strerror or error}") from None
+
+
+def _close_engines(module) -> None:
+    """Stop the engines the run started (vLLM's processes), rather than at interpreter exit."""
+    for model in {id(m): m for m in module.models.values()}.values():
+        close = getattr(model, "close", None)
+        if callable(close):
+            close()
 
 
 def _infer_program(module, path: str):
@@ -303,7 +328,7 @@ def cmd_check(args) -> int:
 def cmd_run(args) -> int:
     import time
 
-    module = _load(args.file, args.backend)
+    module = _load(args.file, args.backend, _backend_options(args))
     infer = _infer_program(module, args.file)
     if args.particles is not None:
         if "particles" not in infer.info.settings:
@@ -338,13 +363,14 @@ def cmd_run(args) -> int:
             bar.close()
         if args.out:
             out.close()
+        _close_engines(module)
     table = summary_table(records, time.perf_counter() - started)
     print(table, file=sys.stdout if args.out else sys.stderr)
     return 0
 
 
 def cmd_render(args) -> int:
-    module = _load(args.file, args.backend)
+    module = _load(args.file, args.backend, _backend_options(args))
     if args.program:
         if args.program not in module.programs:
             raise UserError(
@@ -370,6 +396,27 @@ def cmd_render(args) -> int:
     print("-" * 40)
     print(f"token ids ({len(rendered.prompt_ids)}):")
     print(json.dumps(list(rendered.prompt_ids)))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from ppl.backends.embedded import ModelNotAvailableError, list_models, prepare
+
+    if args.action == "prepare":
+        try:
+            path = prepare(args.name)
+        except ModelNotAvailableError as error:
+            raise UserError(str(error)) from None
+        print(path)
+        return 0
+    for row in list_models():
+        state = (
+            "prepared"
+            if row["prepared"]
+            else ("not prepared" if row["package_installed"] else "not installed")
+        )
+        print(f"{row['name']:24} {state:13} {row['description']}")
+        print(f"{'':24} {row['path'] if row['package_installed'] else 'install with: ' + row['install']}")
     return 0
 
 
@@ -406,6 +453,19 @@ def build_parser() -> argparse.ArgumentParser:
             help="the engine for every model of the file (default: each model's own, else tabular)",
         )
         sub.add_argument("--seed", type=int, default=0, help="the run's seed (default 0)")
+        sub.add_argument(
+            "--engine",
+            action="append",
+            metavar="KEY=VALUE",
+            help="an engine setting for --backend vllm, repeatable "
+            "(e.g. max_model_len=4096, gpu_memory_utilization=0.5, dtype=float32, enforce_eager=false)",
+        )
+        sub.add_argument(
+            "--server",
+            action="append",
+            metavar="URL",
+            help="an OpenAI-compatible server for --backend openai, repeatable (e.g. http://127.0.0.1:8000)",
+        )
 
     run = commands.add_parser(
         "run",
@@ -436,6 +496,16 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--input", metavar="TEXT", help="the program's one input")
     render.add_argument("--program", metavar="NAME", help="the program (default: the infer clause's)")
     render.set_defaults(handler=cmd_render)
+
+    models = commands.add_parser(
+        "models",
+        help="list the embedded models, or prepare one",
+        description="List the embedded models (shipped in PyPI packages) and whether they are "
+        "prepared, or prepare one: convert it once into the cache (~30 s) for the vllm backend.",
+    )
+    models.add_argument("action", nargs="?", choices=("list", "prepare"), default="list")
+    models.add_argument("name", nargs="?", default="smollm2-135m-instruct", help="the model to prepare")
+    models.set_defaults(handler=cmd_models)
     return parser
 
 
@@ -453,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     """The ``tts`` console script; returns the exit status."""
     from ppl.grammar import TtsError, TtsRuntimeError
 
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # vLLM's INFO and WARNING lines drown the output
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

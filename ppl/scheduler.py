@@ -327,14 +327,14 @@ class Scheduler:
                     particle.tokens_out += sum(len(s) + s.eos for s in chunk[0])
                     chunk = [chunk[0][0]]
                 elif kind == "logprob":
-                    particle.tokens_in += sum(len(r.prompt) + len(r.continuation) for r in batch)
+                    particle.tokens_in += sum(len(r.prompt) + len(r.continuation) + r.eos for r in batch)
                 particle.records[-1].append(tuple(chunk) if is_tuple else chunk[0])
                 particle.status, particle.need = RUNNING, None
             for index in {p.problem for p in particles}:
                 runs[index].engine_calls += 1
 
     def _call(self, model, kind: str, requests: list, completed: dict) -> list:
-        method = {"generate": "generate", "logprob": "logprob", "reward": "reward"}[kind]
+        method = kind  # the kinds are the interface's method names
         try:
             answers = getattr(model, method)(requests)
         except Exception as error:

@@ -154,10 +154,10 @@ def test_usage_errors_exit_2():
     assert tts().returncode == 2
 
 
-def test_unavailable_backend_exits_1_before_running():
+def test_a_model_the_backend_lacks_exits_1_before_running():
     done = tts("run", ROOT / "examples/constrained_generation.tts", "--backend", "vllm")
     assert done.returncode == 1
-    assert "the vllm backend is not available yet" in done.stderr
+    assert "the vllm backend has no model 'constrained-generation-demo'" in done.stderr
 
 
 def test_help_and_version():

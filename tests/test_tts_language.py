@@ -120,8 +120,10 @@ def test_model_registry():
     assert demo_lm("reward-tilted-demo").vocab == load_model("reward-tilted-demo").vocab
     with pytest.raises(BackendError, match="unknown backend 'tpu'; the backends are openai, tabular, vllm"):
         load_model("m", "tpu")
-    with pytest.raises(BackendError, match="the openai backend is not available yet"):
-        load_model("m", "openai")
+    with pytest.raises(BackendError, match="the openai backend needs the servers' URLs"):
+        load_model("smollm2-135m-instruct", "openai")
+    with pytest.raises(BackendError, match="the tabular backend takes no options, got servers"):
+        load_model("m", "tabular", servers=["http://127.0.0.1:1"])
 
 
 def test_judge_is_batched_and_memoised():

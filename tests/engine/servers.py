@@ -34,7 +34,7 @@ class Server:
             "--model", str(model), "--host", "127.0.0.1", "--port", str(self.port),
             "--dtype", "bfloat16", "--max-model-len", "2048", "--enforce-eager",
             "--gpu-memory-utilization", "0.1", "--enable-prefix-caching", "--max-num-seqs", "64",
-            "--logprobs-mode", "processed_logprobs", "--seed", "0", "--disable-log-stats",
+            "--logprobs-mode", "processed_logprobs", "--no-enable-chunked-prefill", "--seed", "0", "--disable-log-stats",
             "--uvicorn-log-level", "warning",
         ]  # fmt: skip
         self.process = subprocess.Popen(

@@ -111,3 +111,13 @@ def test_usage_counters_add_up(default_lm):
     assert default_lm.usage.generated_tokens - before[0] == sum(p.diagnostics.tokens_out for p in results)
     assert default_lm.usage.prompt_tokens - before[1] == sum(p.diagnostics.tokens_in for p in results)
     assert default_lm.usage.cached_prompt_tokens - before[2] > 0
+
+
+def test_a_round_larger_than_the_token_budget_with_seeds(default_lm):
+    """Regression: seeded requests whose prompts exceed max_num_batched_tokens together used
+    to crash vLLM's CPU runner when chunked prefill split them (off by default here)."""
+    prompt = default_lm.chat(user="Tell me about dragons. " * 40)
+    assert len(prompt) * 24 > default_lm.engine_settings["max_num_batched_tokens"]
+    requests = [GenRequest(prompt + (i,), max_tokens=3, temperature=1.0, seed=i) for i in range(24)]
+    answers = default_lm.generate(requests)
+    assert len(answers) == 24 and all(len(a[0]) + a[0].eos >= 1 for a in answers)
