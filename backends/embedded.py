@@ -184,30 +184,3 @@ def _convert(gguf: Path, out: Path, progress: Callable[[str], None]) -> None:
     progress("  writing the folder")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m ppl.backends.embedded [list | prepare [NAME]]``."""
-    args = list(sys.argv[1:] if argv is None else argv) or ["list"]
-    if args[0] == "list":
-        for row in list_models():
-            state = (
-                "prepared"
-                if row["prepared"]
-                else ("not prepared" if row["package_installed"] else "not installed")
-            )
-            print(f"{row['name']:24} {state:14} {row['path']}  — {row['description']}")
-        return 0
-    if args[0] == "prepare":
-        try:
-            prepare(args[1] if len(args) > 1 else DEFAULT_MODEL)
-        except ModelNotAvailableError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
-        return 0
-    print("usage: python -m ppl.backends.embedded [list | prepare [NAME]]", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -37,6 +37,7 @@ from pathlib import Path
 from ppl.interfaces import GenRequest, ScoreRequest, Segment, Usage
 
 from .embedded import DEFAULT_MODEL, embedded, prepare
+from .hf import HFTokenizer
 
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
@@ -49,7 +50,7 @@ class ServerError(RuntimeError):
         self.server = server
 
 
-class OpenAICompatible:
+class OpenAICompatible(HFTokenizer):
     """A LanguageModel on one or more OpenAI-compatible ``/v1/completions`` servers."""
 
     def __init__(
@@ -101,24 +102,6 @@ class OpenAICompatible:
             )
             self._tokenizer = AutoTokenizer.from_pretrained(path)
         return self._tokenizer
-
-    @property
-    def eos_token_id(self) -> int:
-        return int(self.tokenizer.eos_token_id)
-
-    def encode(self, text: str) -> tuple[int, ...]:
-        return tuple(self.tokenizer.encode(text, add_special_tokens=False))
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(token_ids), skip_special_tokens=False)
-
-    def chat(self, *, user: str, system: str | None = None) -> tuple[int, ...]:
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": user}
-        ]
-        return self.encode(
-            self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        )
 
     # --- routing and HTTP ----------------------------------------------------------------------
 
@@ -207,18 +190,11 @@ class OpenAICompatible:
         return segments
 
     def _segment(self, choice: dict, request: GenRequest) -> Segment:
-        ids = list(choice.get("token_ids") or [])
-        logprobs = [float(x) for x in ((choice.get("logprobs") or {}).get("token_logprobs") or [])]
-        if choice.get("finish_reason") == "length":
-            reason = "length"
-        elif isinstance(choice.get("stop_reason"), str):
-            reason = "stop"
-        else:
-            reason = "eos"
-            if ids and ids[-1] == self.eos_token_id:
-                ids = ids[:-1]
-        logprob = sum(logprobs) if request.temperature > 0 else 0.0
-        return Segment(tuple(ids), self.decode(ids), reason, float(logprob), tuple(logprobs))
+        logprobs = (choice.get("logprobs") or {}).get("token_logprobs") or []
+        ids = choice.get("token_ids") or []
+        return self.segment(
+            ids, logprobs, choice.get("finish_reason"), choice.get("stop_reason"), request.temperature
+        )
 
     def logprob(self, requests: Sequence[ScoreRequest]) -> list[float]:
         for r in requests:

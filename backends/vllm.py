@@ -34,6 +34,7 @@ from pathlib import Path
 from ppl.interfaces import GenRequest, ScoreRequest, Segment, Usage
 
 from .embedded import DEFAULT_MODEL, embedded, prepare
+from .hf import HFTokenizer
 
 INSTALL_HINT = (
     "the vLLM backend needs vLLM: on a CPU machine run `bash scripts/install.sh cpu` "
@@ -58,7 +59,7 @@ def _import_vllm():
     return vllm
 
 
-class VLLM:
+class VLLM(HFTokenizer):
     """A LanguageModel on the vLLM offline engine.
 
     ``model`` is an embedded model's name (default: the embedded SmolLM2-135M-Instruct,
@@ -139,26 +140,6 @@ class VLLM:
             self.progress(f"engine ready in {self.engine_start_seconds:.0f} s")
         return self._engine
 
-    # --- tokenizer ---------------------------------------------------------------------------
-
-    @property
-    def eos_token_id(self) -> int:
-        return int(self.tokenizer.eos_token_id)
-
-    def encode(self, text: str) -> tuple[int, ...]:
-        return tuple(self.tokenizer.encode(text, add_special_tokens=False))
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(token_ids), skip_special_tokens=False)
-
-    def chat(self, *, user: str, system: str | None = None) -> tuple[int, ...]:
-        """The chat template applied to one user turn, ready for the assistant's reply."""
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": user}
-        ]
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return self.encode(text)
-
     # --- batched calls -----------------------------------------------------------------------
 
     def generate(self, requests: Sequence[GenRequest]) -> list[list[Segment]]:
@@ -190,21 +171,16 @@ class VLLM:
         return answers
 
     def _segments(self, output, request: GenRequest) -> list[Segment]:
-        segments = []
-        for completion in sorted(output.outputs, key=lambda c: c.index):
-            ids = list(completion.token_ids)
-            logprobs = [step[t].logprob for t, step in zip(ids, completion.logprobs or [])]
-            if completion.finish_reason == "length":
-                reason = "length"
-            elif isinstance(completion.stop_reason, str):
-                reason = "stop"
-            else:  # the end-of-sequence token (or a stop token id) ended it
-                reason = "eos"
-                if ids and ids[-1] == self.eos_token_id:
-                    ids = ids[:-1]
-            logprob = sum(logprobs) if request.temperature > 0 else 0.0
-            segments.append(Segment(tuple(ids), self.decode(ids), reason, float(logprob), tuple(logprobs)))
-        return segments
+        return [
+            self.segment(
+                c.token_ids,
+                [step[t].logprob for t, step in zip(c.token_ids, c.logprobs or [])],
+                c.finish_reason,
+                c.stop_reason,
+                request.temperature,
+            )
+            for c in sorted(output.outputs, key=lambda c: c.index)
+        ]
 
     def logprob(self, requests: Sequence[ScoreRequest]) -> list[float]:
         vllm = _import_vllm()

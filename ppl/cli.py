@@ -24,6 +24,7 @@ from pathlib import Path
 
 import ppl
 from ppl.handlers import Message, Messenger, only, seed
+from ppl.posterior import effective_sample_size
 
 from .models import BACKENDS
 
@@ -156,8 +157,7 @@ def record(problem_id: int, inputs: dict, posterior) -> dict:
             majority=jsonable(posterior.majority(_hashable)),
             answers=[[jsonable(v), round(w, 6)] for v, w in list(law.items())[:5]],
         )
-    weights = posterior.weights
-    out["ess"] = round(float(1.0 / (weights**2).sum()), 3) if not posterior.all_dead else 0.0
+    out["ess"] = round(effective_sample_size(posterior.log_weights), 3)
     evidence = posterior.log_evidence
     out["log_evidence"] = evidence if evidence is not None and math.isfinite(evidence) else None
     out["diagnostics"] = {
@@ -176,8 +176,9 @@ def record(problem_id: int, inputs: dict, posterior) -> dict:
     return out
 
 
-def summary_table(records: list[dict], wall_time: float) -> str:
-    """A short table: one row per problem, then totals."""
+def summary_table(records: list[dict], wall_time: float, engine_calls: int) -> str:
+    """A short table: one row per problem, then totals (engine calls are shared by the
+    problems in flight, so the total is the run's, not the sum of the problems')."""
     rows = [("id", "answer", "log Z", "ESS", "tokens out", "dead")]
     for r in sorted(records, key=lambda r: r["id"]):
         d = r["diagnostics"]
@@ -193,9 +194,8 @@ def summary_table(records: list[dict], wall_time: float) -> str:
         "  ".join(cell.ljust(w) if i == 1 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
         for row in rows
     ]
-    calls = sum(r["diagnostics"]["engine_calls"] for r in records)
     lines.append(
-        f"{len(records)} problem{'s' if len(records) != 1 else ''} in {wall_time:.2f} s; {calls} engine calls"
+        f"{len(records)} problem{'s' if len(records) != 1 else ''} in {wall_time:.2f} s; {engine_calls} engine calls"
     )
     return "\n".join(lines)
 
@@ -353,7 +353,7 @@ def cmd_run(args) -> int:
 
     started = time.perf_counter()
     try:
-        infer.algorithm.run(infer.program, problems, seed=args.seed, progress=finished)
+        results = infer.algorithm.run(infer.program, problems, seed=args.seed, progress=finished)
     except ppl.EngineError as error:
         raise UserError(
             f"the engine failed: {error} ({len(records)} of {len(problems)} results were written)"
@@ -364,7 +364,8 @@ def cmd_run(args) -> int:
         if args.out:
             out.close()
         _close_engines(module)
-    table = summary_table(records, time.perf_counter() - started)
+    calls = results.stats.total_calls() if results.stats is not None else 0
+    table = summary_table(records, time.perf_counter() - started, calls)
     print(table, file=sys.stdout if args.out else sys.stderr)
     return 0
 

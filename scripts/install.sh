@@ -25,4 +25,4 @@ if [ "$kind" = cpu ]; then
 fi
 python -c "from vllm import LLM; from transformers import LlamaForCausalLM" 2>/dev/null \
   || { echo "install.sh: vLLM or transformers does not import; see docs/engines.md" >&2; exit 1; }
-python -m ppl.backends.embedded prepare
+tts models prepare
