@@ -144,6 +144,7 @@ def main() -> None:
         def run_ppl(r=repeat):
             before_calls, before_tokens = lm.usage.calls, lm.usage.generated_tokens
             before_prompt, before_cached = lm.usage.prompt_tokens, lm.usage.cached_prompt_tokens
+            before_engine = lm.usage.wall_time
             SMC(particles, resample="multinomial", ess_threshold=1.0).run(
                 program, [(lm, p) for p in prompts], seed=r
             )
@@ -152,6 +153,7 @@ def main() -> None:
                 "generated_tokens": lm.usage.generated_tokens - before_tokens,
                 "prefix_cache_hit_rate": (lm.usage.cached_prompt_tokens - before_cached)
                 / max(1, lm.usage.prompt_tokens - before_prompt),
+                "engine_time": lm.usage.wall_time - before_engine,
             }
 
         runs["ppl"].append(measure("ppl", run_ppl))
