@@ -168,7 +168,8 @@ class Enumeration(Algorithm):
     def __init__(self, max_traces: int = 200_000):
         self.max_traces = max_traces
 
-    def run(self, program, problems, *, seed: int = 0, randomness=None, progress=False) -> Results:
+    def run(self, program, problems, *, seed: int = 0, randomness=None, progress=False, ids=None) -> Results:
+        """Exact, so ``seed``, ``randomness`` and ``ids`` change nothing (accepted for the common contract)."""
         results = Results(enumerate_program(program, p, max_traces=self.max_traces) for p in problems)
         results.stats = None
         return results

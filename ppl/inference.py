@@ -54,6 +54,11 @@ class Algorithm:
     def at_barrier(self, run: ProblemRun, source: Source) -> None:
         """Default: do nothing (importance sampling)."""
 
+    def restart(self, run: ProblemRun, source: Source) -> bool:
+        """Called when every particle of the problem has finished or died. Return True after
+        setting new particles running (another sweep or MCMC round); default: the run is over."""
+        return False
+
     def log_evidence(self, run: ProblemRun) -> float | None:
         return log_mean_exp([p.log_weight for p in run.particles])
 

@@ -78,6 +78,9 @@ class Particle:
     increments: list[float] = field(default_factory=list)
     tokens_in: int = 0
     tokens_out: int = 0
+    replayed: int = (
+        0  # record entries the last replay consumed (all of them, except for a replayed reference)
+    )
 
     def clone(self, key: tuple[int, ...], rng: Randomness) -> Particle:
         """A copy that shares nothing mutable, with its own key and randomness."""
@@ -97,6 +100,7 @@ class Particle:
             increments=list(self.increments),
             tokens_in=self.tokens_in,
             tokens_out=self.tokens_out,
+            replayed=self.replayed,
         )
 
 
@@ -187,6 +191,7 @@ def advance(particle: Particle, program: Program, args: tuple, kwargs: dict) -> 
         update_weight(particle, handler.log_weight_at_end())
         particle.status, particle.value = FINISHED, value
     particle.sites = handler.sites
+    particle.replayed = handler.choice_index
 
 
 def kill(particle: Particle, reason: str) -> None:
@@ -243,7 +248,9 @@ class Scheduler:
 
     ``algorithm`` must offer ``start(run, source)`` (create the particles),
     ``at_barrier(run, source)`` (act once all the problem's particles have arrived) and
-    ``finish(run)`` (return the problem's Posterior).
+    ``finish(run)`` (return the problem's Posterior). It may offer ``restart(run, source)``,
+    called when all the problem's particles have finished or died: returning True means it
+    set new particles running (a new sweep, a new MCMC round) and the problem stays in flight.
     """
 
     def __init__(self, program: Program, algorithm, source: Source):
@@ -281,12 +288,18 @@ class Scheduler:
                             particle.barriers_passed += 1
                             particle.status = RUNNING
                     still_active.append(run)
+                elif self._restart(run):
+                    still_active.append(run)
                 else:
                     completed[run.index] = self.algorithm.finish(run)
                     if on_done is not None:
                         on_done(run.index, completed[run.index])
             active = still_active
         return completed
+
+    def _restart(self, run: ProblemRun) -> bool:
+        restart = getattr(self.algorithm, "restart", None)
+        return bool(restart is not None and restart(run, self.source))
 
     def _dispatch(self, active: list[ProblemRun], completed: dict) -> None:
         """Answer every waiting particle's request with one backend call per (model, kind)."""

@@ -1,0 +1,173 @@
+"""Beam search and DVTS: keep the best partial runs, expand them, set finished ones aside.
+
+These interpreters search for the **mode** — the runs of highest weight — not the
+program's distribution: their particles are *not* properly weighted, so ``log_evidence`` is
+None and ``best()`` is the answer to use (``tests/test_beam.py`` shows that treating their
+weights as importance weights fails the E[Ẑ] = Z check).
+
+Beam search (``beams`` = k, ``expand`` = n): start with k·n runs. At each step barrier of a
+problem:
+
+1. runs that finished are set aside (kept, never expanded again); dead runs are dropped;
+2. identical runs (same answers so far, e.g. the same tokens) are merged into the first
+   (``dedupe=True``, the default), so that beams are not wasted on copies;
+3. the runs at the barrier are ranked by their weight plus current twist (the particle's
+   log weight at the barrier — with the program's own proposal, the accumulated scores,
+   e.g. a PRM's); the top k survive. **Ties** go to the run listed first, i.e. the child
+   of the better-ranked parent, then the lower child index (a stable sort);
+4. each survivor is copied n times; the copies' next requests share their prompt, so the
+   engine's prefix cache serves them, and all of them go out in the round's one call.
+
+The result holds every finished run (set aside or finished in the last step) with its
+weight. ``k`` ≥ the frontier keeps everything; ``k = 1`` is greedy over the sampled children.
+
+DVTS (diverse verifier tree search, ``subtrees`` = m, ``expand`` = n): the budget m·n is
+split into m independent subtrees, each a greedy beam (k = 1) expanding n children, so the
+answers stay diverse.
+
+    >>> import ppl
+    >>> from ppl.algorithms import BeamSearch
+    >>> from ppl.backends.tabular import TabularLM
+    >>> lm = TabularLM.random(["a", "b"], order=2, seed=0)
+    >>> @ppl.program
+    ... def prefer_a(lm):
+    ...     ctx = ()
+    ...     for _ in ppl.steps(max=3):
+    ...         s = ppl.gen(lm, ctx, max_tokens=1)
+    ...         ctx += s.token_ids
+    ...         ppl.score(1.0 if s.text == "a" else 0.0)
+    ...         if s.eos:
+    ...             break
+    ...     return lm.decode(ctx)
+    >>> post = ppl.infer(prefer_a, [(lm,)], BeamSearch(beams=2, expand=3), seed=0)[0]
+    >>> post.best(), post.log_evidence
+    ('aba', None)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from ppl.inference import Algorithm, check_count
+from ppl.posterior import Diagnostics, Posterior, WeightedParticle
+from ppl.scheduler import AT_BARRIER, DEAD, FINISHED, Particle, ProblemRun
+
+
+def beam_key(problem: int, generation: int, subtree: int, index: int) -> tuple[int, ...]:
+    """Randomness key of child ``index`` of ``subtree`` born at ``generation``."""
+    return (10, problem, generation, subtree, index)
+
+
+class BeamSearch(Algorithm):
+    """Top-``beams`` beam search, each survivor expanded into ``expand`` children."""
+
+    name = "beam"
+
+    def __init__(self, beams: int = 4, expand: int = 4, subtrees: int = 1, dedupe: bool = True):
+        self.beams = check_count("beams", beams)
+        if not isinstance(dedupe, bool):
+            raise ValueError(f"dedupe must be True or False, got {dedupe!r}")
+        self.dedupe = dedupe
+        self.expand = check_count("expand", expand)
+        self.subtrees = check_count("subtrees", subtrees)
+        self.particles = self.subtrees * self.beams * self.expand
+
+    def __repr__(self) -> str:
+        return f"BeamSearch(beams={self.beams}, expand={self.expand}, subtrees={self.subtrees})"
+
+    def start(self, run: ProblemRun, source) -> None:
+        run.state.update(generation=0, kept=[], tokens=[0, 0], frontier=[])
+        run.particles, groups = [], []
+        for subtree in range(self.subtrees):
+            for i in range(self.beams * self.expand):
+                key = beam_key(run.index, 0, subtree, i)
+                run.particles.append(Particle(run.index, key, source(*key)))
+                groups.append(subtree)
+        run.state["groups"] = groups
+
+    def rank(self, frontier: list[Particle]) -> list[int]:
+        """Indices of ``frontier`` best first: by log weight (incl. twist), ties to the earlier."""
+        return sorted(range(len(frontier)), key=lambda i: -frontier[i].log_weight)
+
+    def at_barrier(self, run: ProblemRun, source) -> None:
+        state = run.state
+        state["generation"] += 1
+        children, groups, sizes = [], [], []
+        for particle in run.particles:
+            state["tokens"][0] += particle.tokens_in
+            state["tokens"][1] += particle.tokens_out
+            particle.tokens_in = particle.tokens_out = 0
+        for subtree in range(self.subtrees):
+            members = [p for p, g in zip(run.particles, state["groups"]) if g == subtree]
+            state["kept"].extend((subtree, p) for p in members if p.status == FINISHED)
+            frontier = [p for p in members if p.status == AT_BARRIER and p.log_weight > -math.inf]
+            if self.dedupe:
+                frontier = _distinct(frontier)
+            sizes.append(len(frontier))
+            for rank, i in enumerate(self.rank(frontier)[: self.beams]):
+                for c in range(self.expand):
+                    key = beam_key(run.index, state["generation"], subtree, rank * self.expand + c)
+                    child = frontier[i].clone(key, source(*key))
+                    child.tokens_in = child.tokens_out = 0
+                    children.append(child)
+                    groups.append(subtree)
+            if not frontier:
+                # nothing left to expand in this subtree: keep its dead runs so that an
+                # all-dead search is reported as such
+                children.extend(p for p in members if p.status == DEAD)
+                groups.extend(subtree for p in members if p.status == DEAD)
+        run.particles, state["groups"] = children, groups
+        state["frontier"].append(sizes)
+
+    def log_evidence(self, run: ProblemRun) -> None:
+        return None
+
+    def finish(self, run: ProblemRun) -> Posterior:
+        state = run.state
+        ended = state["kept"] + list(zip(state["groups"], run.particles))
+        for particle in run.particles:
+            state["tokens"][0] += particle.tokens_in
+            state["tokens"][1] += particle.tokens_out
+        particles = [WeightedParticle(p.value, p.log_weight, p.sites, p.status, p.error) for _, p in ended]
+        diagnostics = Diagnostics(
+            algorithm=self.name,
+            particles=len(particles),
+            steps=run.step,
+            tokens_in=state["tokens"][0],
+            tokens_out=state["tokens"][1],
+            engine_calls=run.engine_calls,
+            wall_time=time.perf_counter() - run.started,
+            dead=sum(p.status == DEAD for p in particles),
+            deaths=list(run.deaths),
+            extra={
+                "frontier": state["frontier"],
+                "finished_early": len(state["kept"]),
+                "subtree": [g for g, _ in ended],
+                "properly_weighted": False,
+            },
+        )
+        return Posterior(particles, None, diagnostics)
+
+
+def _distinct(frontier: list[Particle]) -> list[Particle]:
+    """The first of every group of runs with identical records (same tokens so far)."""
+    seen, out = set(), []
+    for particle in frontier:
+        key = repr(particle.records)
+        if key not in seen:
+            seen.add(key)
+            out.append(particle)
+    return out
+
+
+class DVTS(BeamSearch):
+    """Diverse verifier tree search: ``subtrees`` independent greedy beams of ``expand`` children."""
+
+    name = "dvts"
+
+    def __init__(self, subtrees: int = 4, expand: int = 4):
+        super().__init__(beams=1, expand=expand, subtrees=subtrees)
+
+    def __repr__(self) -> str:
+        return f"DVTS(subtrees={self.subtrees}, expand={self.expand})"
