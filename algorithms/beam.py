@@ -147,7 +147,7 @@ class BeamSearch(Algorithm):
                 "properly_weighted": False,
             },
         )
-        return Posterior(particles, None, diagnostics)
+        return Posterior(particles, self.log_evidence(run), diagnostics)
 
 
 def _distinct(frontier: list[Particle]) -> list[Particle]:

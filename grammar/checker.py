@@ -25,6 +25,7 @@ from .builtins import (
     SEGMENT_FIELDS,
     TOKENS_LIKE,
     Builtin,
+    make_algorithm,
 )
 from .errors import Diagnostic, TtsError
 from .syntax import LANGUAGE_VERSION
@@ -260,6 +261,11 @@ class _Checker:
             settings[param.name] = node.value
             ok &= self.check_setting(param.name, node)
         if not ok:
+            return None
+        try:  # the interpreter validates its settings together (e.g. burn < steps)
+            make_algorithm(decl.algorithm, settings)
+        except ValueError as error:
+            self.error(decl.algorithm_pos, f"{decl.algorithm}(): {error}")
             return None
         return InferInfo(decl.program, decl.algorithm, settings, decl.pos)
 

@@ -170,10 +170,10 @@ def test_finish_outside_a_step():
 
 
 def test_unknown_algorithm():
-    source = program('  return "a"', "infer f with beam(width = 4)\n")
+    source = program('  return "a"', "infer f with anneal(width = 4)\n")
     assert only_message(source) == (
-        "f.tts:6:14: unknown algorithm 'beam'; the algorithms are best_of_n, enumerate, importance, smc\n"
-        "    infer f with beam(width = 4)\n"
+        "f.tts:6:14: unknown algorithm 'anneal'; the algorithms are beam, best_of_n, dvts, enumerate, importance, mh, particle_gibbs, smc\n"
+        "    infer f with anneal(width = 4)\n"
         "                 ^"
     )
 
@@ -269,7 +269,7 @@ def test_every_error_is_reported_at_once_before_any_model_is_loaded(monkeypatch)
         "  finish\n"
         "  return y\n"
         "}\n"
-        "infer f with beam(width = 2)\n"
+        "infer f with anneal(width = 2)\n"
     )
     with pytest.raises(TtsError) as caught:
         load(source, filename="many.tts")
@@ -279,9 +279,18 @@ def test_every_error_is_reported_at_once_before_any_model_is_loaded(monkeypatch)
         "score needs a number (a log weight), got a text",
         "finish is only allowed inside a step block",
         "unknown name 'y'",
-        "unknown algorithm 'beam'; the algorithms are best_of_n, enumerate, importance, smc",
+        "unknown algorithm 'anneal'; the algorithms are beam, best_of_n, dvts, enumerate, importance, mh, particle_gibbs, smc",
     ]
     assert [d.position.line for d in caught.value.diagnostics] == [3, 5, 6, 7, 8, 10]
+
+
+def test_algorithm_settings_are_checked_by_the_interpreter():
+    source = program('  return "a"', "infer f with mh(steps = 2, burn = 2)\n")
+    assert only_message(source) == (
+        "f.tts:6:14: mh(): burn must be smaller than steps (2), got 2\n"
+        "    infer f with mh(steps = 2, burn = 2)\n"
+        "                 ^"
+    )
 
 
 def test_deep_nesting_is_an_error_not_a_crash():
