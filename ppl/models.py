@@ -155,6 +155,19 @@ def demo_tables() -> dict[str, dict[str, dict[str, float]]]:
             " on": {" the": 3, " a": 1},
             " mat": {"<eos>": 1},
         },
+        # examples/reasoning*: a toy chain of thought — a claim, maybe a re-check, an answer.
+        "reasoning-demo": {
+            "<s>": {" 2+3": 1},
+            " 2+3": {" =5": 2, " =6": 1, " =23": 1},
+            " =5": {" so": 3, " check": 1},
+            " =6": {" so": 3, " check": 1},
+            " =23": {" so": 3, " check": 1},
+            " check": {" 2+3": 1},
+            " so": {" 5": 1, " 6": 1, " 23": 1},
+            " 5": {"<eos>": 1},
+            " 6": {"<eos>": 1},
+            " 23": {"<eos>": 1},
+        },
         # examples/reward_tilted: sentences that rarely mention cats.
         "reward-tilted-demo": {
             "<s>": {" the": 3, " a": 1},
