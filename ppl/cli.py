@@ -6,6 +6,9 @@
                                            run the file's infer clause; one JSON line per problem
     tts render FILE [--input TEXT]         print the exact prompt (text and token ids) of the
                                            first lm.gen, without calling any engine
+    tts eval FILE --data TASKS.jsonl --out results.jsonl [--budgets 1,2,4,8] [--algorithm NAME]...
+                                           evaluate at each budget; results appended per task,
+                                           resumable; a markdown summary and a PNG plot
 
 Exit codes: 0 success, 1 an error in the program, its inputs or the run (reported without a
 traceback), 2 a usage error.
@@ -370,6 +373,68 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    """Evaluate the program at each budget over a task set (logic in ``ppl.evaluate``)."""
+    from ppl import evaluate as ev
+
+    module = _load(args.file, args.backend, _backend_options(args))
+    try:
+        budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
+    except ValueError:
+        raise UsageError(f"--budgets takes whole numbers separated by commas, got {args.budgets!r}") from None
+    try:
+        if args.algorithm:
+            methods = [ev.Method(name, ev.default_settings(name)) for name in dict.fromkeys(args.algorithm)]
+            name = args.program or (module.infer.info.program if module.infer else None)
+        else:
+            infer = _infer_program(module, args.file)
+            methods = [ev.Method(infer.info.algorithm, dict(infer.info.settings))]
+            ev.budget_setting(infer.info.algorithm)
+            name = args.program or infer.info.program
+        if name is None:
+            if len(module.programs) != 1:
+                raise UsageError(
+                    "the file has several programs and no infer clause: choose one with --program"
+                )
+            name = next(iter(module.programs))
+        if name not in module.programs:
+            raise UserError(f"{args.file} has no program '{name}'; it has {', '.join(module.programs)}")
+        tasks = ev.load_tasks(Path(args.data))
+        out = Path(args.out)
+        try:
+            records = ev.evaluate(
+                module.programs[name],
+                _signature(module, name),
+                tasks,
+                methods,
+                budgets,
+                out,
+                seed=args.seed,
+                source=module.source,
+                progress=not args.no_progress,
+            )
+        except ppl.EngineError as error:
+            raise UserError(
+                f"the engine failed: {error} (the results so far are in {out}; run again to resume)"
+            ) from None
+        finally:
+            _close_engines(module)
+        rows = ev.summarise(records)
+        table = ev.markdown_table(rows)
+        summary = Path(args.summary) if args.summary else out.with_suffix(".md")
+        summary.write_text(f"# tts eval {args.file} on {args.data}\n\n{table}\n", encoding="utf-8")
+        if not args.no_plot:
+            ev.plot(
+                rows,
+                Path(args.plot) if args.plot else out.with_suffix(".png"),
+                title=f"{Path(args.file).name} on {Path(args.data).name}",
+            )
+    except ev.EvalError as error:
+        raise UserError(str(error)) from None
+    print(table)
+    return 0
+
+
 def cmd_render(args) -> int:
     module = _load(args.file, args.backend, _backend_options(args))
     if args.program:
@@ -497,6 +562,35 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--input", metavar="TEXT", help="the program's one input")
     render.add_argument("--program", metavar="NAME", help="the program (default: the infer clause's)")
     render.set_defaults(handler=cmd_render)
+
+    evaluation = commands.add_parser(
+        "eval",
+        help="evaluate at several budgets over a task set; resumable",
+        description="Run the file's infer clause (or --algorithm ...) at each budget over a JSONL task set "
+        "(id, input, reference, checker per line). Each task's result is appended to --out as it "
+        "finishes; run the same command again to resume after an interruption. Then writes a "
+        "markdown summary and a PNG of accuracy against generated tokens.",
+    )
+    common(evaluation)
+    evaluation.add_argument("--data", required=True, metavar="TASKS.jsonl", help="the task set")
+    evaluation.add_argument("--out", required=True, metavar="FILE.jsonl", help="results, appended (resumes)")
+    evaluation.add_argument(
+        "--budgets", default="1,2,4,8", metavar="N,N,...", help="particles/beams/chains (default 1,2,4,8)"
+    )
+    evaluation.add_argument(
+        "--algorithm",
+        action="append",
+        metavar="NAME",
+        help="evaluate this algorithm instead of the infer clause's, repeatable",
+    )
+    evaluation.add_argument("--program", metavar="NAME", help="the program (default: the infer clause's)")
+    evaluation.add_argument(
+        "--summary", metavar="FILE.md", help="the markdown summary (default: --out with .md)"
+    )
+    evaluation.add_argument("--plot", metavar="FILE.png", help="the plot (default: --out with .png)")
+    evaluation.add_argument("--no-plot", action="store_true", help="no plot")
+    evaluation.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluation.set_defaults(handler=cmd_eval)
 
     models = commands.add_parser(
         "models",

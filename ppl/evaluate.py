@@ -1,0 +1,404 @@
+"""Evaluate a program over a task set at several budgets: ``tts eval``'s engine room.
+
+For each algorithm and each budget (particles, beams or chains) every task is run, its
+final particles checked by the task's checker (``ppl.backends.verifiers``), and one JSON
+line appended to the results file **as each task finishes** (flushed and fsynced). A run
+that is interrupted — Ctrl-C, a crash, a killed engine — loses nothing: run it again and it
+skips every (algorithm, budget, task) already in the file, with the same seeds as an
+uninterrupted run (a task's randomness is keyed by the run's seed and its position in the
+dataset, ``Algorithm.run(..., ids=...)``). A last line cut short by a crash is dropped.
+
+Lines of the results file:
+
+* ``{"kind": "task", "algorithm", "budget", "id", "index", "reference", "checker", "answer",
+  "correct", "metrics": {best, majority, weighted_vote, n, c, covered, pass@k…}, "samples":
+  [[answer, log_weight, correct], …], "tokens_in", "tokens_out", "engine_calls", "wall_time",
+  "seed", "program"}`` — one per task;
+* ``{"kind": "segment", "algorithm", "budget", "tasks", "engine_calls", "wall_time", …}`` —
+  after each uninterrupted stretch of an (algorithm, budget): the engine's calls and wall time.
+
+``summarise`` turns the file into one row per (algorithm, budget) — accuracy (the argmax-weight
+answer is right), majority@N, weighted-vote@N, coverage, pass@k, tokens per task, engine
+calls, wall time — ``markdown_table`` prints it and ``plot`` draws accuracy against generated
+tokens per task, one line per algorithm.
+
+    >>> from ppl.evaluate import Task, budget_setting
+    >>> budget_setting("smc"), budget_setting("beam"), budget_setting("mh")
+    ('particles', 'beams', 'chains')
+    >>> Task.from_json({"id": "a", "input": "2+2?", "reference": "4", "checker": "math"}, 0).checker
+    'math'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .metrics import Sample, aggregate, problem_metrics
+
+BUDGET_SETTINGS = ("particles", "beams", "chains", "subtrees")
+
+
+class EvalError(ValueError):
+    """A problem with the tasks, the algorithms or the results file, reported to the user."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One line of a task set: ``id``, ``input`` (text, or an object of inputs), ``reference``, ``checker``.
+
+    ``index`` is its position in the file: the key of its randomness.
+    """
+
+    id: str
+    input: object
+    reference: object
+    checker: str
+    index: int
+
+    @staticmethod
+    def from_json(record, index: int, where: str = "task") -> Task:
+        from ppl.backends.verifiers import CHECKERS
+
+        if not isinstance(record, dict):
+            raise EvalError(f"{where}: a task is an object with id, input, reference and checker")
+        missing = [k for k in ("id", "input", "reference", "checker") if k not in record]
+        if missing:
+            raise EvalError(f"{where}: missing '{missing[0]}' (a task has id, input, reference and checker)")
+        if record["checker"] not in CHECKERS:
+            raise EvalError(
+                f"{where}: unknown checker {record['checker']!r}; the checkers are {', '.join(sorted(CHECKERS))}"
+            )
+        return Task(str(record["id"]), record["input"], record["reference"], record["checker"], index)
+
+
+def load_tasks(path: Path) -> list[Task]:
+    """The tasks of a JSONL file, one per non-empty line; ids must be distinct."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise EvalError(f"cannot read {path}: {error}") from None
+    tasks: list[Task] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise EvalError(f"{path}:{number}: not a JSON value ({error.msg})") from None
+        tasks.append(Task.from_json(record, len(tasks), f"{path}:{number}"))
+    if not tasks:
+        raise EvalError(f"{path}: no tasks (one JSON object per line)")
+    seen: set[str] = set()
+    for task in tasks:
+        if task.id in seen:
+            raise EvalError(f"{path}: the task id {task.id!r} appears twice")
+        seen.add(task.id)
+    return tasks
+
+
+def budget_setting(algorithm: str) -> str:
+    """The setting of ``algorithm`` that a budget sets (particles, beams, chains …)."""
+    from ppl.grammar.builtins import ALGORITHMS
+
+    if algorithm not in ALGORITHMS:
+        raise EvalError(
+            f"unknown algorithm {algorithm!r}; the algorithms are {', '.join(sorted(ALGORITHMS))}"
+        )
+    names = [p.name for p in ALGORITHMS[algorithm]]
+    for name in BUDGET_SETTINGS:
+        if name in names:
+            return name
+    raise EvalError(f"{algorithm}() has no budget setting (one of {', '.join(BUDGET_SETTINGS)})")
+
+
+def default_settings(algorithm: str) -> dict:
+    """The algorithm's settings with their defaults (the budget setting is filled in later)."""
+    from ppl.grammar.builtins import ALGORITHMS, REQUIRED
+
+    budget = budget_setting(algorithm)
+    settings = {}
+    for param in ALGORITHMS[algorithm]:
+        if param.default is REQUIRED:
+            if param.name != budget:
+                raise EvalError(f"{algorithm}() needs '{param.name}': put it in the file's infer clause")
+            continue
+        settings[param.name] = param.default
+    return settings
+
+
+@dataclass(frozen=True)
+class Method:
+    """An algorithm to evaluate: its name and its settings except the budget."""
+
+    algorithm: str
+    settings: dict
+
+    def at(self, budget: int):
+        """The configured interpreter at ``budget``."""
+        from ppl.grammar.builtins import make_algorithm
+
+        return make_algorithm(self.algorithm, {**self.settings, budget_setting(self.algorithm): budget})
+
+
+def program_inputs(task: Task, signature) -> dict:
+    """The keyword inputs of the program for ``task``: its input text for a one-input program,
+    or its input object's fields."""
+    names = [name for name, _ in signature]
+    if isinstance(task.input, dict):
+        if set(task.input) != set(names):
+            raise EvalError(
+                f"task {task.id}: the inputs are {', '.join(names) or 'none'}, got {', '.join(task.input)}"
+            )
+        return dict(task.input)
+    if len(names) != 1:
+        raise EvalError(
+            f"task {task.id}: the program has {len(names)} inputs ({', '.join(names) or 'none'}); "
+            "write the task's input as an object of them"
+        )
+    return {names[0]: task.input}
+
+
+def answer_text(value):
+    """What a checker sees: a text stays a text, anything else becomes its JSON."""
+    from .cli import jsonable
+
+    value = jsonable(value)
+    return value if isinstance(value, str) or value is None else json.dumps(value, ensure_ascii=False)
+
+
+def task_record(task: Task, method: Method, budget: int, posterior, *, seed: int, program: str, ks) -> dict:
+    """One results line: the task's samples checked, its metrics and its costs."""
+    from ppl.backends.verifiers import check
+
+    verdicts: dict = {}
+    samples = []
+    for particle in posterior.particles:
+        answer = answer_text(particle.value) if particle.log_weight > -math.inf else None
+        key = json.dumps(answer)
+        if key not in verdicts:
+            verdicts[key] = check(task.checker, answer, task.reference)
+        samples.append(Sample(answer, particle.log_weight, verdicts[key]))
+    metrics = problem_metrics(samples, ks=ks)
+    best = max((s for s in samples if s.log_weight > -math.inf), key=lambda s: s.log_weight, default=None)
+    d = posterior.diagnostics
+    return {
+        "kind": "task",
+        "algorithm": method.algorithm,
+        "budget": budget,
+        "id": task.id,
+        "index": task.index,
+        "checker": task.checker,
+        "reference": task.reference,
+        "answer": best.answer if best else None,
+        "correct": metrics["best"],
+        "metrics": metrics,
+        "samples": [
+            [s.answer, s.log_weight if math.isfinite(s.log_weight) else None, s.correct] for s in samples
+        ],
+        "tokens_in": d.tokens_in,
+        "tokens_out": d.tokens_out,
+        "engine_calls": d.engine_calls,
+        "wall_time": round(d.wall_time, 4),
+        "seed": seed,
+        "program": program,
+    }
+
+
+def program_digest(source: str) -> str:
+    """A short fingerprint of the program's source, stored with each result."""
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:12]
+
+
+def read_results(path: Path) -> list[dict]:
+    """The complete lines of a results file; a last line cut short by a crash is removed from the file."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):  # an unfinished last line: drop it so appending starts on a fresh line
+        with open(path, "r+b") as f:
+            f.truncate(end)
+            f.flush()
+            os.fsync(f.fileno())
+    records = []
+    for number, line in enumerate(data[:end].decode("utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise EvalError(f"{path}:{number}: not a results line; use another --out") from None
+    return records
+
+
+def _append(out, record: dict) -> None:
+    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    out.flush()
+    os.fsync(out.fileno())
+
+
+def evaluate(
+    program,
+    signature,
+    tasks: Sequence[Task],
+    methods: Sequence[Method],
+    budgets: Sequence[int],
+    out_path: Path,
+    *,
+    seed: int = 0,
+    source: str = "",
+    ks: Sequence[int] | None = None,
+    progress: bool = True,
+    on_record: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Run every (method, budget) over ``tasks``, appending results to ``out_path``; resumes.
+
+    Returns every record of the file afterwards. ``ks`` are the k of pass@k (default: the
+    powers of two up to each budget).
+    """
+    if not budgets or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in budgets):
+        raise EvalError(f"budgets must be whole numbers >= 1, got {list(budgets)}")
+    digest = program_digest(source)
+    existing = read_results(out_path)
+    for r in existing:
+        if r.get("kind") == "task" and (r.get("seed"), r.get("program")) != (seed, digest):
+            raise EvalError(
+                f"{out_path} holds results of another run (seed {r.get('seed')}, program {r.get('program')}); "
+                "resume with the same program and --seed, or write to another --out"
+            )
+    done = {(r["algorithm"], r["budget"], r["id"]) for r in existing if r.get("kind") == "task"}
+    inputs = {task.id: program_inputs(task, signature) for task in tasks}
+    bar = None
+    total = len(methods) * len(budgets) * len(tasks)
+    if progress:
+        from tqdm.auto import tqdm
+
+        already = sum((m.algorithm, b, t.id) in done for m in methods for b in budgets for t in tasks)
+        bar = tqdm(total=total, initial=already, unit="task", file=sys.stderr, desc="eval")
+    try:
+        with open(out_path, "a", encoding="utf-8") as out:
+            for method in methods:
+                for budget in budgets:
+                    todo = [t for t in tasks if (method.algorithm, budget, t.id) not in done]
+                    if not todo:
+                        continue
+                    _run_segment(program, todo, inputs, method, budget, out, seed, digest, ks, bar, on_record)
+    finally:
+        if bar is not None:
+            bar.close()
+    return read_results(out_path)
+
+
+def _run_segment(program, todo, inputs, method, budget, out, seed, digest, ks, bar, on_record) -> None:
+    algorithm = method.at(budget)
+    by_index = {t.index: t for t in todo}
+    ks = sorted({k for k in (ks or _powers_of_two(budget)) if k >= 1})
+    if bar is not None:
+        bar.set_description(f"{method.algorithm} @ {budget}")
+
+    def finished(index: int, posterior) -> None:
+        record = task_record(by_index[index], method, budget, posterior, seed=seed, program=digest, ks=ks)
+        _append(out, record)
+        if on_record is not None:
+            on_record(record)
+        if bar is not None:
+            bar.update(1)
+
+    started = time.perf_counter()
+    results = algorithm.run(
+        program, [inputs[t.id] for t in todo], seed=seed, ids=[t.index for t in todo], progress=finished
+    )
+    stats = results.stats
+    _append(
+        out,
+        {
+            "kind": "segment",
+            "algorithm": method.algorithm,
+            "budget": budget,
+            "tasks": len(todo),
+            "engine_calls": stats.total_calls() if stats is not None else 0,
+            "wall_time": round(time.perf_counter() - started, 4),
+            "seed": seed,
+            "program": digest,
+        },
+    )
+
+
+def _powers_of_two(budget: int) -> list[int]:
+    return [2**i for i in range(budget.bit_length()) if 2**i <= budget]
+
+
+def summarise(records: Sequence[dict]) -> list[dict]:
+    """One row per (algorithm, budget), in the order first seen: the metrics' means and the costs."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    segments: dict[tuple[str, int], list[dict]] = {}
+    for r in records:
+        key = (r.get("algorithm"), r.get("budget"))
+        if r.get("kind") == "task":
+            groups.setdefault(key, []).append(r)
+        elif r.get("kind") == "segment":
+            segments.setdefault(key, []).append(r)
+    rows = []
+    for (algorithm, budget), tasks in groups.items():
+        row = {"algorithm": algorithm, "budget": budget, **aggregate([t["metrics"] for t in tasks])}
+        n = len(tasks)
+        row["tokens_in"] = sum(t["tokens_in"] for t in tasks) / n
+        row["tokens_out"] = sum(t["tokens_out"] for t in tasks) / n
+        segs = segments.get((algorithm, budget), [])
+        row["engine_calls"] = sum(s["engine_calls"] for s in segs)
+        row["wall_time"] = sum(s["wall_time"] for s in segs)
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    """The summary as a markdown table (tokens are means per task; calls and time are the runs' totals)."""
+    ks = sorted({k for row in rows for k in row if k.startswith("pass@")}, key=lambda k: int(k[5:]))
+    head = ["algorithm", "budget", "tasks", "accuracy", "majority@N", "weighted@N", "coverage", *ks]
+    head += ["tokens in", "tokens out", "engine calls", "wall s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for row in rows:
+        cells = [str(row["algorithm"]), str(row["budget"]), str(row["problems"])]
+        cells += [f"{row[k]:.3f}" for k in ("accuracy", "majority", "weighted_vote", "coverage")]
+        cells += [f"{row[k]:.3f}" if k in row else "" for k in ks]
+        cells += [f"{row['tokens_in']:.0f}", f"{row['tokens_out']:.0f}", str(row["engine_calls"])]
+        cells.append(f"{row['wall_time']:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: Sequence[dict], path: Path, title: str = "") -> None:
+    """A PNG of accuracy against generated tokens per task, one line per algorithm, points labelled by budget."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:  # pragma: no cover - depends on the install
+        raise EvalError("the plot needs matplotlib: pip install 'ppl-tts[eval]'") from None
+    figure = Figure(figsize=(6, 4), dpi=120)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for algorithm in dict.fromkeys(r["algorithm"] for r in rows):
+        points = sorted(
+            (r["tokens_out"], r["accuracy"], r["budget"]) for r in rows if r["algorithm"] == algorithm
+        )
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=algorithm)
+        for x, y, budget in points:
+            axes.annotate(str(budget), (x, y), textcoords="offset points", xytext=(3, 4), fontsize=7)
+    axes.set_xscale("symlog", linthresh=10)
+    axes.set_xlabel("generated tokens per task (mean)")
+    axes.set_ylabel("accuracy")
+    axes.set_ylim(-0.02, 1.02)
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    if title:
+        axes.set_title(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(str(path))
