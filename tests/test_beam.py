@@ -21,13 +21,13 @@ from ppl.posterior import log_mean_exp
 
 from tiny import Tiny, expected_evidence, smc_law
 
-WIDE = 128  # children per survivor: every child of a tiny LM (logits in [-1, 1]) appears
+WIDE = 96  # children per survivor: every child of a tiny LM (logits in [-1, 1]) appears
 
 
 def test_beams_wider_than_the_frontier_return_the_argmax():
-    for seed in range(5):
+    for seed in range(3):
         tiny = Tiny.make(2, 3, seed, 1.0, scale=1.0)
-        post = BeamSearch(beams=27, expand=WIDE).run(tiny.program(), [(tiny.lm,)], seed=seed)[0]
+        post = BeamSearch(beams=4, expand=WIDE).run(tiny.program(), [(tiny.lm,)], seed=seed)[0]
         weights = {x: tiny.terminal(x) for x in tiny.brute_force()}
         assert set(post.values) == set(weights)  # nothing was pruned
         assert post.best() == max(weights, key=weights.get)

@@ -20,6 +20,7 @@ INPUTS = {
     "reward_tilted": "1.5",
     "particle_filter": "What is 7 * 6?",
     "choices": "Say hello.",
+    "reasoning": "5",
 }
 
 
