@@ -161,8 +161,9 @@ def record(problem_id: int, inputs: dict, posterior) -> dict:
             answers=[[jsonable(v), round(w, 6)] for v, w in list(law.items())[:5]],
         )
     out["ess"] = round(effective_sample_size(posterior.log_weights), 3)
-    evidence = posterior.log_evidence
+    evidence = posterior.log_evidence  # None: the algorithm targets the mode and estimates no evidence
     out["log_evidence"] = evidence if evidence is not None and math.isfinite(evidence) else None
+    out["evidence"] = "none" if evidence is None else ("zero" if evidence == -math.inf else "estimated")
     out["diagnostics"] = {
         "algorithm": d.algorithm,
         "particles": d.particles,
@@ -187,7 +188,7 @@ def summary_table(records: list[dict], wall_time: float, engine_calls: int) -> s
         d = r["diagnostics"]
         answer = json.dumps(r["answer"], ensure_ascii=False) if r["answer"] is not None else "(all dead)"
         answer = answer if len(answer) <= 40 else answer[:37] + "..."
-        evidence = f"{r['log_evidence']:.3f}" if r["log_evidence"] is not None else "-inf"
+        evidence = {"none": "n/a", "zero": "-inf"}.get(r.get("evidence")) or f"{r['log_evidence']:.3f}"
         ess = f"{r['ess']:.1f}"
         rows.append(
             (str(r["id"]), answer, evidence, ess, str(d["tokens_out"]), f"{d['dead']}/{d['particles']}")

@@ -177,3 +177,27 @@ def test_the_installed_console_script():
         pytest.skip("the tts console script is not installed (pip install -e .)")
     done = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.startswith("tts ")
+
+
+def test_run_reports_no_evidence_for_mode_seeking_algorithms(tmp_path):
+    source = tmp_path / "beam.tts"
+    source.write_text(
+        "version 0.1\n"
+        'use lm = model("reward-tilted-demo")\n'
+        "program words() -> text {\n"
+        '  let ctx = lm.encode("")\n'
+        "  step (max 3) {\n"
+        "    w ~ lm.gen(ctx, max_tokens = 1)\n"
+        "    ctx += w\n"
+        "    if w.eos { finish }\n"
+        "  }\n"
+        "  return lm.decode(ctx)\n"
+        "}\n"
+        "infer words with beam(beams = 2, expand = 2)\n"
+    )
+    out = tmp_path / "results.jsonl"
+    done = tts("run", source, "--out", out)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert result["evidence"] == "none" and result["log_evidence"] is None
+    assert " n/a " in done.stdout.splitlines()[1]
