@@ -21,6 +21,7 @@ INPUTS = {
     "particle_filter": "What is 7 * 6?",
     "choices": "Say hello.",
     "reasoning": "5",
+    "scaling_demo": "Zoe has 8 shells and gives away 2. How many shells are left?",
 }
 
 
