@@ -59,13 +59,10 @@ def _import_vllm():
     return vllm
 
 
-class VLLM(HFTokenizer):
-    """A LanguageModel on the vLLM offline engine.
-
-    ``model`` is an embedded model's name (default: the embedded SmolLM2-135M-Instruct,
-    prepared on first use) or a path to a Hugging Face model folder. Engine settings are
-    keyword arguments; anything else is passed to ``vllm.LLM`` as it is.
-    """
+class VLLMEngine(HFTokenizer):
+    """What every vLLM-backed object shares: the model folder (an embedded model is prepared on
+    first use), its tokenizer, and a ``vllm.LLM`` engine started lazily, once, with the
+    settings that work on a small CPU machine. Subclasses add ``engine_arguments()``."""
 
     def __init__(
         self,
@@ -76,8 +73,6 @@ class VLLM(HFTokenizer):
         max_model_len: int = 2048,
         gpu_memory_utilization: float = 0.25,
         enforce_eager: bool = True,
-        enable_prefix_caching: bool = True,
-        max_num_seqs: int = 256,
         max_num_batched_tokens: int = 4096,
         enable_chunked_prefill: bool = False,
         seed: int = 0,
@@ -91,8 +86,6 @@ class VLLM(HFTokenizer):
             max_model_len=max_model_len,
             gpu_memory_utilization=gpu_memory_utilization,
             enforce_eager=enforce_eager,
-            enable_prefix_caching=enable_prefix_caching,
-            max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens,
             enable_chunked_prefill=enable_chunked_prefill,
             seed=seed,
@@ -104,8 +97,6 @@ class VLLM(HFTokenizer):
         self._path: Path | None = None
         self._tokenizer = None
         self._engine = None
-
-    # --- lazily created parts --------------------------------------------------------------
 
     @property
     def path(self) -> Path:
@@ -125,6 +116,10 @@ class VLLM(HFTokenizer):
             self._tokenizer = AutoTokenizer.from_pretrained(self.path)
         return self._tokenizer
 
+    def engine_arguments(self) -> dict:
+        """Arguments for ``vllm.LLM`` beyond the model folder and the shared settings."""
+        return {}
+
     @property
     def engine(self):
         """The ``vllm.LLM`` engine, started on first use."""
@@ -133,12 +128,45 @@ class VLLM(HFTokenizer):
             path = self.path
             self.progress(f"starting the vLLM engine for {self.name} (about 30 s on a small CPU machine)")
             started = time.perf_counter()
-            self._engine = vllm.LLM(
-                model=str(path), logprobs_mode="processed_logprobs", **self.engine_settings
-            )
+            self._engine = vllm.LLM(model=str(path), **{**self.engine_settings, **self.engine_arguments()})
             self.engine_start_seconds = time.perf_counter() - started
             self.progress(f"engine ready in {self.engine_start_seconds:.0f} s")
         return self._engine
+
+    def close(self) -> None:
+        """Stop the engine's processes now (otherwise they stop when Python exits)."""
+        if self._engine is not None:
+            core = getattr(self._engine.llm_engine, "engine_core", None)
+            if core is not None and hasattr(core, "shutdown"):
+                core.shutdown()
+            self._engine = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r}, engine={'started' if self._engine else 'not started'})"
+
+
+class VLLM(VLLMEngine):
+    """A LanguageModel on the vLLM offline engine.
+
+    ``model`` is an embedded model's name (default: the embedded SmolLM2-135M-Instruct,
+    prepared on first use) or a path to a Hugging Face model folder. Engine settings are
+    keyword arguments; anything else is passed to ``vllm.LLM`` as it is.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        enable_prefix_caching: bool = True,
+        max_num_seqs: int = 256,
+        **settings,
+    ):
+        super().__init__(
+            model, enable_prefix_caching=enable_prefix_caching, max_num_seqs=max_num_seqs, **settings
+        )
+
+    def engine_arguments(self) -> dict:
+        return {"logprobs_mode": "processed_logprobs"}
 
     # --- batched calls -----------------------------------------------------------------------
 
@@ -210,14 +238,3 @@ class VLLM(HFTokenizer):
         self.usage.prompt_tokens += sum(len(ids) for ids in full)
         self.usage.wall_time += time.perf_counter() - started
         return answers
-
-    def close(self) -> None:
-        """Stop the engine's processes now (otherwise they stop when Python exits)."""
-        if self._engine is not None:
-            core = getattr(self._engine.llm_engine, "engine_core", None)
-            if core is not None and hasattr(core, "shutdown"):
-                core.shutdown()
-            self._engine = None
-
-    def __repr__(self) -> str:
-        return f"VLLM(model={self.model!r}, engine={'started' if self._engine else 'not started'})"

@@ -148,7 +148,7 @@ def load(
 
 def _resolve_models(checked: Checked, backend: str | None, given: dict, options: dict) -> dict:
     from ppl.backends.judge import Judge
-    from ppl.models import DEFAULT_MODEL, BackendError, load_model
+    from ppl.models import DEFAULT_MODEL, BackendError, judge_prm, load_model, load_prm
 
     resolved, problems = {}, []
     loaded: dict[tuple[str, str], object] = {}  # one engine per (model, backend), however many uses name it
@@ -164,8 +164,18 @@ def _resolve_models(checked: Checked, backend: str | None, given: dict, options:
                 resolved[name] = loaded[key]
             except BackendError as error:
                 problems.append(Diagnostic(use.settings_pos.get("backend", use.pos), str(error)))
-        elif use.settings["model"] in resolved:
+        elif use.kind == "judge" and use.settings["model"] in resolved:
             resolved[name] = Judge(resolved[use.settings["model"]], use.settings["question"], name=name)
+        elif use.kind == "prm" and use.settings["model"] is not None:
+            if use.settings["model"] in resolved:
+                lm = resolved[use.settings["model"]]
+                resolved[name] = judge_prm(lm, use.settings["aggregate"], use.settings["question"], name=name)
+        elif use.kind == "prm":
+            try:
+                key = (use.settings["name"], backend or "tabular", use.settings["aggregate"])
+                resolved[name] = load_prm(*key, **options)
+            except BackendError as error:
+                problems.append(Diagnostic(use.settings_pos.get("name", use.pos), str(error)))
     if problems:
         raise TtsError(problems, checked.source)
     return resolved

@@ -26,7 +26,7 @@ import ppl
 from ppl.interfaces import Segment
 from ppl.primitives import DEFAULT_MAX_TOKENS
 
-from .types import ANYTHING, BOOL, JUDGE, MODEL, NUMBER, SEGMENT, TEXT, TOKENS, Type, list_of
+from .types import ANYTHING, BOOL, JUDGE, MODEL, NUMBER, PRM, SEGMENT, TEXT, TOKENS, Type, list_of
 
 REQUIRED = object()
 TEXT_LIKE = (TEXT, SEGMENT, list_of(SEGMENT), list_of(TEXT))
@@ -297,7 +297,38 @@ JUDGE_METHODS = MappingProxyType(
     }
 )
 
-METHODS = MappingProxyType({MODEL: MODEL_METHODS, JUDGE: JUDGE_METHODS})
+STEPS_LIKE = (list_of(SEGMENT), list_of(TEXT), SEGMENT, TEXT)
+
+
+def as_steps(value) -> tuple[str, ...]:
+    """The texts of the steps a process reward model judges (one text or segment is one step)."""
+    if isinstance(value, (str, Segment)):
+        value = [value]
+    return tuple(as_text(v) for v in value)
+
+
+PRM_METHODS = MappingProxyType(
+    {
+        "log_reward": Builtin(
+            "log_reward",
+            (Param("problem", TEXT_LIKE), Param("steps", STEPS_LIKE)),
+            NUMBER,
+            "reward",
+            lambda prm, problem, steps: ppl.reward(prm, as_text(problem), as_steps(steps)),
+            "the log of the PRM's aggregate of its step verdicts (0 for no steps)",
+        ),
+        "reward": Builtin(
+            "reward",
+            (Param("problem", TEXT_LIKE), Param("steps", STEPS_LIKE)),
+            NUMBER,
+            "reward",
+            lambda prm, problem, steps: math.exp(ppl.reward(prm, as_text(problem), as_steps(steps))),
+            "the PRM's aggregate of its step verdicts, a probability",
+        ),
+    }
+)
+
+METHODS = MappingProxyType({MODEL: MODEL_METHODS, JUDGE: JUDGE_METHODS, PRM: PRM_METHODS})
 
 # Fields of a segment: name → (type, getter).
 SEGMENT_FIELDS = MappingProxyType(
@@ -329,6 +360,20 @@ DECLARATIONS = MappingProxyType(
             "declaration",
             None,
             "an LM-as-judge reward: the model's odds of answering Yes to the question",
+        ),
+        "prm": Builtin(
+            "prm",
+            (
+                Param("model", (MODEL,), None),
+                Param("name", (TEXT,), None),
+                Param("aggregate", (TEXT,), "prod"),
+                Param("question", (TEXT,), None),
+            ),
+            PRM,
+            "declaration",
+            None,
+            "a process reward model: a declared model judging each step (model = ...), or a PRM "
+            "served by vLLM pooling (name = ...); aggregate is prod, min, last or whole",
         ),
     }
 )

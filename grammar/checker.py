@@ -36,6 +36,7 @@ from .types import (
     JUDGE,
     MODEL,
     NUMBER,
+    PRM,
     SIMPLE,
     TEXT,
     TOKENS,
@@ -48,6 +49,7 @@ from .types import (
     unify,
 )
 
+USE_TYPES = {"model": MODEL, "judge": JUDGE, "prm": PRM}  # what each kind of `use` declares
 MAX_DEPTH = 100  # nesting of expressions and blocks; deeper files are rejected, not crashed on
 
 
@@ -55,12 +57,12 @@ MAX_DEPTH = 100  # nesting of expressions and blocks; deeper files are rejected,
 class Variable:
     type: Type
     pos: ast.Position
-    kind: str = "variable"  # "variable", "parameter", "model", "judge"
+    kind: str = "variable"  # "variable", "parameter", "model", "judge", "prm"
 
 
 @dataclass(frozen=True)
 class UseInfo:
-    """A checked ``use`` declaration: ``kind`` is "model" or "judge"."""
+    """A checked ``use`` declaration: ``kind`` is "model", "judge" or "prm"."""
 
     name: str
     kind: str
@@ -155,9 +157,7 @@ class _Checker:
                 info = self.check_use(decl, globals_)
                 if info is not None:
                     uses[decl.name] = info
-                    globals_[decl.name] = Variable(
-                        MODEL if info.kind == "model" else JUDGE, decl.pos, info.kind
-                    )
+                    globals_[decl.name] = Variable(USE_TYPES[info.kind], decl.pos, info.kind)
                 else:
                     globals_[decl.name] = Variable(ERROR, decl.pos, "model")
             else:
@@ -183,7 +183,8 @@ class _Checker:
         if not isinstance(value, ast.Call) or value.function not in DECLARATIONS:
             self.error(
                 getattr(value, "pos", decl.pos),
-                'a use declaration is `use name = model("...")` or `use name = judge(model, question = "...")`',
+                'a use declaration is `use name = model("...")`, `use name = judge(model, question = "...")` '
+                "or `use name = prm(model)`",
             )
             return None
         builtin = DECLARATIONS[value.function]
@@ -223,7 +224,34 @@ class _Checker:
                     f"unknown backend '{settings['backend']}'; the backends are {', '.join(sorted(BACKENDS))}",
                 )
                 return None
+        if value.function == "prm" and not self.check_prm(settings, positions, value.pos):
+            return None
         return UseInfo(decl.name, value.function, settings, decl.pos, positions)
+
+    def check_prm(self, settings: dict, positions: dict, pos: ast.Position) -> bool:
+        """A prm names exactly one source (a declared model, or a PRM by name) and a known aggregation."""
+        from ppl.models import PRM_AGGREGATIONS as AGGREGATIONS
+
+        if (settings.get("model") is None) == (settings.get("name") is None):
+            self.error(
+                pos,
+                "a prm needs exactly one of model = <a model declared with use> (the model judges "
+                'each step) or name = "<a PRM model>" (served by vLLM pooling)',
+            )
+            return False
+        if settings["aggregate"] not in AGGREGATIONS:
+            self.error(
+                positions.get("aggregate", pos),
+                f"unknown aggregation '{settings['aggregate']}'; the aggregations are {', '.join(AGGREGATIONS)}",
+            )
+            return False
+        if settings.get("name") is not None and settings.get("question") is not None:
+            self.error(
+                positions["question"],
+                "question goes with model = ...: a PRM served by name has its own format",
+            )
+            return False
+        return True
 
     def check_infer(self, decl: ast.Infer, programs: dict) -> InferInfo | None:
         ok = True
@@ -442,7 +470,7 @@ class _Checker:
         if variable is None:
             self.error(pos, f"unknown name '{name}'; declare it with `let {name} = ...`")
             return None
-        if variable.kind in ("model", "judge"):
+        if variable.kind in USE_TYPES:
             self.error(pos, f"'{name}' is a {variable.kind}, declared with use; it cannot change")
             return None
         return variable

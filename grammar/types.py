@@ -1,8 +1,8 @@
 """The types of the .tts language.
 
 ``text`` (a string), ``tokens`` (token ids), ``segment`` (one LM segment: its text, tokens
-and finish reason), ``number``, ``bool`` and ``list[T]``; ``model`` and ``judge`` are the
-types of ``use`` declarations. An empty list literal has type ``list[?]``, which fits any
+and finish reason), ``number``, ``bool`` and ``list[T]``; ``model``, ``judge`` and ``prm`` are
+the types of ``use`` declarations. An empty list literal has type ``list[?]``, which fits any
 list; a variable declared with it takes the element type of the first list assigned to it.
 """
 
@@ -27,6 +27,7 @@ NUMBER = Type("number")
 BOOL = Type("bool")
 MODEL = Type("model")
 JUDGE = Type("judge")
+PRM = Type("prm")
 UNKNOWN = Type("?")  # the element of an empty list literal
 ANYTHING = Type("anything")  # in built-in signatures only: any type
 ERROR = Type("<error>")  # the type of an expression that already has an error (no cascade)

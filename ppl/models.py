@@ -27,6 +27,9 @@ import string
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ppl.backends.judge import Judge
+from ppl.backends.prm import AGGREGATIONS as PRM_AGGREGATIONS
+from ppl.backends.prm import DEFAULT_QUESTION, JudgeSteps, ProcessReward
 from ppl.backends.tabular import TabularLM
 
 from .errors import PPLError
@@ -69,6 +72,39 @@ def load_model(name: str = DEFAULT_MODEL, backend: str = "tabular", **options):
     return registry[backend].model(name, **options)
 
 
+def judge_prm(lm, aggregate: str = "prod", question: str | None = None, name: str | None = None):
+    """A process reward from a language model judging each step (any backend)."""
+    judge = Judge(lm, question or DEFAULT_QUESTION)
+    return ProcessReward(JudgeSteps(judge), aggregate, name=name)
+
+
+def load_prm(name: str, backend: str = "tabular", aggregate: str = "prod", **options):
+    """The process reward model ``name`` on ``backend``, with the given aggregation.
+
+    On ``vllm`` it is served by the pooling runner (``ppl.backends.pooling.PoolingPRM``: a
+    trained PRM such as Qwen2.5-Math-PRM-7B, or a causal LM converted into a step
+    classifier); on ``tabular`` the character-level LM of that name judges each step, so a
+    file runs without a real model. OpenAI-compatible servers have no pooling here."""
+    if aggregate not in PRM_AGGREGATIONS:
+        raise BackendError(
+            f"unknown aggregation '{aggregate}'; the aggregations are {', '.join(PRM_AGGREGATIONS)}"
+        )
+    if backend == "tabular":
+        return judge_prm(tabular_model(name, **options), aggregate, name=name)
+    if backend == "vllm":
+        from ppl.backends.pooling import PoolingPRM
+
+        source = _model_source(name, "vllm")
+        _require_vllm()
+        return ProcessReward(PoolingPRM(source, **options), aggregate, name=name)
+    if backend in BACKENDS:
+        raise BackendError(
+            f"a PRM served by name needs the vllm backend (pooling), not {backend}; "
+            "prm(model = ...) judges steps with a model on any backend"
+        )
+    raise BackendError(f"unknown backend '{backend}'; the backends are {', '.join(sorted(BACKENDS))}")
+
+
 # ---- the real engines -------------------------------------------------------------------------
 
 
@@ -89,14 +125,20 @@ def _model_source(name: str, backend: str) -> str:
 
 def vllm_model(name: str, **engine_settings):
     """The vLLM offline engine for ``name`` (started on its first request)."""
-    from ppl.backends.vllm import INSTALL_HINT, VLLM
+    from ppl.backends.vllm import VLLM
 
     source = _model_source(name, "vllm")
+    _require_vllm()
+    return VLLM(source, **engine_settings)
+
+
+def _require_vllm() -> None:
+    from ppl.backends.vllm import INSTALL_HINT
+
     try:
         import vllm  # noqa: F401
     except ImportError:
         raise BackendError(f"the vllm backend is not installed: {INSTALL_HINT}") from None
-    return VLLM(source, **engine_settings)
 
 
 def openai_model(name: str, servers=(), **settings):

@@ -19,6 +19,7 @@ INPUTS = {
     "constrained_generation": None,
     "reward_tilted": "1.5",
     "particle_filter": "What is 7 * 6?",
+    "prm_particle_filter": "What is 3 + 4?",
     "choices": "Say hello.",
     "reasoning": "5",
     "scaling_demo": "Zoe has 8 shells and gives away 2. How many shells are left?",
