@@ -172,7 +172,8 @@ def _resolve_models(checked: Checked, backend: str | None, given: dict, options:
                 resolved[name] = judge_prm(lm, use.settings["aggregate"], use.settings["question"], name=name)
         elif use.kind == "prm":
             try:
-                key = (use.settings["name"], backend or "tabular", use.settings["aggregate"])
+                chosen = backend or use.settings.get("backend") or "tabular"
+                key = (use.settings["name"], chosen, use.settings["aggregate"])
                 resolved[name] = load_prm(*key, **options)
             except BackendError as error:
                 problems.append(Diagnostic(use.settings_pos.get("name", use.pos), str(error)))

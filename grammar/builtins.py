@@ -368,6 +368,7 @@ DECLARATIONS = MappingProxyType(
                 Param("name", (TEXT,), None),
                 Param("aggregate", (TEXT,), "prod"),
                 Param("question", (TEXT,), None),
+                Param("backend", (TEXT,), None),
             ),
             PRM,
             "declaration",

@@ -215,7 +215,7 @@ class _Checker:
             else:
                 self.error(arg.value.pos, f"the argument '{param.name}' of {value.function} must be a string")
                 return None
-        if value.function == "model" and settings.get("backend") is not None:
+        if value.function in ("model", "prm") and settings.get("backend") is not None:
             from ppl.models import BACKENDS
 
             if settings["backend"] not in BACKENDS:
@@ -249,6 +249,11 @@ class _Checker:
             self.error(
                 positions["question"],
                 "question goes with model = ...: a PRM served by name has its own format",
+            )
+            return False
+        if settings.get("model") is not None and settings.get("backend") is not None:
+            self.error(
+                positions["backend"], "backend goes with name = ...: prm(model) runs on that model's backend"
             )
             return False
         return True

@@ -269,6 +269,8 @@ def test_a_tts_prm_by_name_loads_on_the_tabular_backend_and_is_refused_on_openai
             "unknown aggregation 'mean'; the aggregations are prod, min, last, whole",
         ),
         ('prm(name = "x", question = "ok?")', "question goes with model = ..."),
+        ('prm(lm, backend = "vllm")', "backend goes with name = ..."),
+        ('prm(name = "x", backend = "gpu")', "unknown backend 'gpu'; the backends are openai, tabular, vllm"),
     ],
 )
 def test_tts_prm_declaration_errors(use, message):
