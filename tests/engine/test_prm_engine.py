@@ -38,7 +38,7 @@ ITEMS = [
 
 @pytest.fixture(scope="module")
 def prm():
-    scorer = PoolingPRM(dtype="float32", max_num_seqs=32)
+    scorer = PoolingPRM(dtype="float32", max_num_seqs=32, gpu_memory_utilization=0.1)  # 2.4 GiB, not 6
     scorer.engine  # noqa: B018 - start it here, once
     yield scorer
     scorer.close()
@@ -193,7 +193,7 @@ def qwen_prm_folder(tmp_path_factory, prm):
 def test_qwen_prm_architecture_is_served_with_its_step_tag(prm, qwen_prm_folder):
     folder, reference = qwen_prm_folder
     prm.close()  # one pooling engine at a time on this small machine
-    qwen = PoolingPRM(str(folder), dtype="float32", max_num_seqs=32)
+    qwen = PoolingPRM(str(folder), dtype="float32", max_num_seqs=32, gpu_memory_utilization=0.1)
     try:
         assert qwen.format == QWEN_MATH_PRM and not qwen.converted()
         assert qwen.engine_arguments()["runner"] == "pooling" and "convert" not in qwen.engine_arguments()
