@@ -99,7 +99,15 @@ class PoolingPRM(VLLMEngine):
     def format(self) -> PRMFormat:
         if self._format is None:
             arch = architecture(self.path)
-            self._format = QWEN_MATH_PRM if arch == "Qwen2ForProcessRewardModel" else verdict_format()
+            if arch == "Qwen2ForProcessRewardModel":
+                self._format = QWEN_MATH_PRM
+            elif arch.endswith("ForCausalLM"):
+                self._format = verdict_format()
+            else:
+                raise ValueError(
+                    f"{self.name}: no known step format for a {arch}; pass format=PRMFormat(...) "
+                    "(the separator after each step, and which label means correct)"
+                )
         return self._format
 
     def converted(self) -> bool:

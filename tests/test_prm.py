@@ -307,3 +307,31 @@ def test_the_aggregation_table_lists_every_aggregation():
     for how in AGGREGATIONS:
         assert any(line.strip().startswith(how) for line in module.__doc__.splitlines())
     assert list(itertools.chain(AGGREGATIONS)) == ["prod", "min", "last", "whole"]
+
+
+def test_pooling_prm_reads_the_architecture_and_refuses_an_unknown_one(tmp_path):
+    """Which format and engine arguments a model folder gets (no engine starts here)."""
+    from ppl.backends.pooling import QWEN_MATH_PRM, PoolingPRM
+
+    def folder(arch):
+        path = tmp_path / arch
+        path.mkdir()
+        (path / "config.json").write_text(json.dumps({"architectures": [arch]}))
+        return str(path)
+
+    qwen = PoolingPRM(folder("Qwen2ForProcessRewardModel"))
+    assert qwen.format == QWEN_MATH_PRM and qwen.format.tagged
+    assert qwen.engine_arguments() == {
+        "runner": "pooling",
+        "pooler_config": {"task": "token_classify", "tok_pooling_type": "STEP"},
+    }
+    causal = PoolingPRM(folder("LlamaForCausalLM"))
+    assert not causal.format.tagged and causal.format.labels == ("No", "Yes")
+    assert causal.engine_arguments()["hf_overrides"] == {
+        "classifier_from_token": ["No", "Yes"],
+        "method": "no_post_processing",
+    }
+    with pytest.raises(
+        ValueError, match="no known step format for a BertForTokenClassification; pass format="
+    ):
+        _ = PoolingPRM(folder("BertForTokenClassification")).format
