@@ -207,6 +207,8 @@ def task_record(task: Task, method: Method, budget: int, posterior, *, seed: int
         "tokens_out": d.tokens_out,
         "engine_calls": d.engine_calls,
         "wall_time": round(d.wall_time, 4),
+        "ess": [round(float(x), 3) for x in d.ess],  # before each resampling decision
+        "resampled": [bool(x) for x in d.resampled],
         "seed": seed,
         "program": program,
     }
@@ -352,6 +354,7 @@ def summarise(records: Sequence[dict]) -> list[dict]:
         n = len(tasks)
         row["tokens_in"] = sum(t["tokens_in"] for t in tasks) / n
         row["tokens_out"] = sum(t["tokens_out"] for t in tasks) / n
+        row["resamplings"] = sum(sum(t.get("resampled", ())) for t in tasks)
         segs = segments.get((algorithm, budget), [])
         row["engine_calls"] = sum(s["engine_calls"] for s in segs)
         row["wall_time"] = sum(s["wall_time"] for s in segs)
@@ -360,16 +363,18 @@ def summarise(records: Sequence[dict]) -> list[dict]:
 
 
 def markdown_table(rows: Sequence[dict]) -> str:
-    """The summary as a markdown table (tokens are means per task; calls and time are the runs' totals)."""
+    """The summary as a markdown table (tokens are means per task; resamplings, calls and time are the
+    runs' totals)."""
     ks = sorted({k for row in rows for k in row if k.startswith("pass@")}, key=lambda k: int(k[5:]))
     head = ["algorithm", "budget", "tasks", "accuracy", "majority@N", "weighted@N", "coverage", *ks]
-    head += ["tokens in", "tokens out", "engine calls", "wall s"]
+    head += ["resamplings", "tokens in", "tokens out", "engine calls", "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for row in rows:
         cells = [str(row["algorithm"]), str(row["budget"]), str(row["problems"])]
         cells += [f"{row[k]:.3f}" for k in ("accuracy", "majority", "weighted_vote", "coverage")]
         cells += [f"{row[k]:.3f}" if k in row else "" for k in ks]
-        cells += [f"{row['tokens_in']:.0f}", f"{row['tokens_out']:.0f}", str(row["engine_calls"])]
+        cells += [str(row.get("resamplings", "")), f"{row['tokens_in']:.0f}", f"{row['tokens_out']:.0f}"]
+        cells.append(str(row["engine_calls"]))
         cells.append(f"{row['wall_time']:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

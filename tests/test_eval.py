@@ -121,7 +121,19 @@ def test_tts_eval_writes_results_summary_and_plot(demo, tmp_path, capsys):
         )
         assert r["correct"] == any(s[0] == r["answer"] and s[2] for s in r["samples"])
         assert r["tokens_out"] > 0
+        assert len(r["ess"]) == len(r["resampled"]) and all(0 < e <= r["budget"] for e in r["ess"])
+        if r["algorithm"] == "best_of_n":
+            assert not any(r["resampled"])
+    smc_resamplings = sum(
+        sum(r["resampled"]) for r in records if r["algorithm"] == "smc" and r["budget"] == 4
+    )
+    assert smc_resamplings > 0, "the demo's reward should make SMC resample somewhere"
     table = (tmp_path / "r.md").read_text()
+    head, _, *rows = [
+        [c.strip() for c in line.strip("|").split("|")] for line in table.splitlines() if line.startswith("|")
+    ]
+    smc4 = next(dict(zip(head, row)) for row in rows if row[:2] == ["smc", "4"])
+    assert smc4["resamplings"] == str(smc_resamplings)
     assert "| smc | 4 | 40 |" in table and "| best_of_n | 1 | 40 |" in table
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "accuracy" in capsys.readouterr().out
