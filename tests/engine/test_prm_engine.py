@@ -19,7 +19,10 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -207,3 +210,24 @@ def test_qwen_prm_architecture_is_served_with_its_step_tag(prm, qwen_prm_folder)
             qwen.score([("p", ("one<extra_0>two",))])
     finally:
         qwen.close()
+
+
+def test_the_prm_example_runs_from_the_command_line_with_two_engines(tmp_path):
+    """`prm(name = ...)` in a .tts file on --backend vllm: the generating engine and the
+    pooling engine, both started, used and closed by `tts run`."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "prm_particle_filter.tts"
+    out = tmp_path / "results.jsonl"
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "ppl.cli", "run", str(example), "--backend", "vllm",
+            "--input", "What is 3 + 4?", "--particles", "2", "--out", str(out),
+            "--engine", "gpu_memory_utilization=0.1", "--engine", "max_num_seqs=16",
+        ],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "starting the vLLM engine for smollm2-135m-instruct" in done.stderr
+    assert "starting the vLLM engine for prm(smollm2-135m-instruct)" in done.stderr
+    (line,) = out.read_text().splitlines()
+    result = json.loads(line)
+    assert result["diagnostics"]["algorithm"] == "smc" and result["answer"].strip()
