@@ -44,7 +44,5 @@ class FunctionReward:
                 self._memo[request.args] = value
                 self.usage.requests += 1
             out.append(self._memo[request.args])
-        self.usage.calls += 1
-        self.usage.batch_sizes.append(len(requests))
-        self.usage.wall_time += time.perf_counter() - started
+        self.usage.record_call(len(requests), started)
         return out

@@ -63,9 +63,7 @@ class Judge:
                     raise ValueError(f"{self.name}: the LM gives both Yes and No probability zero")
                 self._memo[args] = yes - no
             self.usage.requests += len(new)
-        self.usage.calls += 1
-        self.usage.batch_sizes.append(len(requests))
-        self.usage.wall_time += time.perf_counter() - started
+        self.usage.record_call(len(requests), started)
         return [self._memo[r.args] for r in requests]
 
     def __repr__(self) -> str:

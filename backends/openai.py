@@ -153,9 +153,7 @@ class OpenAICompatible(HFTokenizer):
         jobs = [lambda r=r: self._complete(r) for r in requests]
         answers = self._parallel(jobs)
         with self._lock:
-            self.usage.calls += 1
-            self.usage.batch_sizes.append(len(requests))
-            self.usage.wall_time += time.perf_counter() - started
+            self.usage.record_call(len(requests), started)
         return answers
 
     def _complete(self, request: GenRequest) -> list[Segment]:
@@ -205,9 +203,7 @@ class OpenAICompatible(HFTokenizer):
         started = time.perf_counter()
         answers = self._parallel([lambda r=r: self._score(r) for r in requests])
         with self._lock:
-            self.usage.calls += 1
-            self.usage.batch_sizes.append(len(requests))
-            self.usage.wall_time += time.perf_counter() - started
+            self.usage.record_call(len(requests), started)
         return answers
 
     def _score(self, request: ScoreRequest) -> float:

@@ -27,10 +27,11 @@ under ``if __name__ == "__main__":``.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from ppl.posterior import logsumexp
 
 from .embedded import DEFAULT_MODEL
 from .prm import DEFAULT_QUESTION, Item
@@ -194,16 +195,9 @@ class PoolingPRM(VLLMEngine):
                     f"{self.name}: the engine returned {len(rows)} rows for {len(positions)} steps "
                     f"({len(ids)} tokens)"
                 )
-            logs = [row[self.format.positive] - _logsumexp(row) for row in picked]
+            logs = [row[self.format.positive] - logsumexp(row) for row in picked]
             out.append(logs[-1:] if final_only else logs)
-        self.usage.calls += 1
         self.usage.requests += len(items)
-        self.usage.batch_sizes.append(len(items))
         self.usage.prompt_tokens += sum(len(ids) for ids, _ in laid_out)
-        self.usage.wall_time += time.perf_counter() - started
+        self.usage.record_call(len(items), started)
         return out
-
-
-def _logsumexp(row: Sequence[float]) -> float:
-    top = max(row)
-    return top + math.log(math.fsum(math.exp(x - top) for x in row))

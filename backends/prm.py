@@ -127,10 +127,15 @@ class ProcessReward:
             steps = (STEP_JOIN.join(s.strip() for s in steps),)
         return problem, steps
 
+    def _needed(self, steps: tuple[str, ...]) -> range:
+        """The prefix lengths whose verdicts the aggregate reads: all, or the last only (none
+        for no steps)."""
+        last = len(steps) + 1
+        return range(1 if self.aggregate in ("prod", "min") else max(last - 1, 1), last)
+
     def _known(self, item: Item) -> bool:
         problem, steps = item
-        needed = range(1, len(steps) + 1) if self.aggregate in ("prod", "min") else [len(steps)]
-        return all((problem, steps[:t]) in self._memo for t in needed)
+        return all((problem, steps[:t]) in self._memo for t in self._needed(steps))
 
     def reward(self, requests: Sequence[RewardRequest]) -> list[float]:
         started = time.perf_counter()
@@ -142,17 +147,15 @@ class ProcessReward:
             if len(verdicts) != len(new):
                 raise RuntimeError(f"{self.scorer.name} answered {len(verdicts)} of {len(new)} items")
             for (problem, steps), logs in zip(new, verdicts):
-                first = len(steps) if final_only else 1
-                if len(logs) != len(steps) - first + 1:
+                needed = self._needed(steps)
+                if len(logs) != len(needed):
                     raise RuntimeError(f"{self.scorer.name} gave {len(logs)} verdicts for {len(steps)} steps")
-                for t, value in enumerate(logs, start=first):
+                for t, value in zip(needed, logs):
                     if math.isnan(value):
                         raise ValueError(f"{self.scorer.name} gave NaN for step {t} of {problem!r}")
                     self._memo[(problem, steps[:t])] = float(value)
             self.usage.requests += len(new)
-        self.usage.calls += 1
-        self.usage.batch_sizes.append(len(requests))
-        self.usage.wall_time += time.perf_counter() - started
+        self.usage.record_call(len(requests), started)
         return [self._value(i) for i in items]
 
     @staticmethod
@@ -170,9 +173,7 @@ class ProcessReward:
 
     def _value(self, item: Item) -> float:
         problem, steps = item
-        if self.aggregate in ("last", "whole"):
-            return self._memo[item] if steps else 0.0
-        return aggregate([self._memo[(problem, steps[:t])] for t in range(1, len(steps) + 1)], self.aggregate)
+        return aggregate([self._memo[(problem, steps[:t])] for t in self._needed(steps)], self.aggregate)
 
     def close(self) -> None:
         """Stop the scorer's engine, if it has one of its own."""
@@ -208,10 +209,8 @@ class JudgeSteps:
         ]
         logits = iter(self.judge.reward(requests))
         out = [[log_sigmoid(next(logits)) for _ in ts] for _, ts, _ in asked]
-        self.usage.calls += 1
         self.usage.requests += len(requests)
-        self.usage.batch_sizes.append(len(items))
-        self.usage.wall_time += time.perf_counter() - started
+        self.usage.record_call(len(items), started)
         return out
 
     def __repr__(self) -> str:
@@ -242,7 +241,5 @@ class FunctionSteps:
                 logs.append(math.log(r) if r > 0 else -math.inf)
                 self.usage.requests += 1
             out.append(logs)
-        self.usage.calls += 1
-        self.usage.batch_sizes.append(len(items))
-        self.usage.wall_time += time.perf_counter() - started
+        self.usage.record_call(len(items), started)
         return out

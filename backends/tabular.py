@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ppl.interfaces import GenRequest, ScoreRequest, Segment, Usage
+from ppl.posterior import logsumexp
 from ppl.randomness import Randomness, SeededRandomness, categorical
 
 EOS_TEXT = "<eos>"
@@ -62,7 +63,7 @@ class TabularLM:
                 )
             if not np.any(np.isfinite(logits)) or np.any(np.isnan(logits)) or np.any(logits == np.inf):
                 raise ValueError(f"logits for context {context} must be finite or -inf, with one finite")
-            self._table[tuple(int(t) for t in context)] = logits - _logsumexp(logits)
+            self._table[tuple(int(t) for t in context)] = logits - logsumexp(logits)
         self._by_length = sorted(vocab, key=len, reverse=True)
 
     @classmethod
@@ -127,7 +128,7 @@ class TabularLM:
             greedy[int(np.argmax(logits))] = 0.0
             return greedy
         tempered = logits / temperature
-        return tempered - _logsumexp(tempered)
+        return tempered - logsumexp(tempered)
 
     # --- tokenizer ----------------------------------------------------------------------
 
@@ -232,17 +233,10 @@ class TabularLM:
         return out
 
     def _count_call(self, size: int, started: float) -> None:
-        self.usage.calls += 1
-        self.usage.batch_sizes.append(size)
-        self.usage.wall_time += time.perf_counter() - started
+        self.usage.record_call(size, started)
 
     def __repr__(self) -> str:
         return f"TabularLM(name={self.name!r}, vocab={self.vocab}, order={self.order})"
-
-
-def _logsumexp(x: np.ndarray) -> float:
-    top = np.max(x)
-    return float(top + math.log(np.sum(np.exp(x - top))))
 
 
 def _fresh_seed() -> int:

@@ -189,13 +189,11 @@ class VLLM(VLLMEngine):
         prompts = [{"prompt_token_ids": list(r.prompt)} for r in requests]
         outputs = engine.generate(prompts, params, use_tqdm=False)
         answers = [self._segments(out, r) for out, r in zip(outputs, requests)]
-        self.usage.calls += 1
         self.usage.requests += len(requests)
-        self.usage.batch_sizes.append(len(requests))
         self.usage.prompt_tokens += sum(len(r.prompt) for r in requests)
         self.usage.cached_prompt_tokens += sum(out.num_cached_tokens or 0 for out in outputs)
         self.usage.generated_tokens += sum(len(c.token_ids) for out in outputs for c in out.outputs)
-        self.usage.wall_time += time.perf_counter() - started
+        self.usage.record_call(len(requests), started)
         return answers
 
     def _segments(self, output, request: GenRequest) -> list[Segment]:
@@ -232,9 +230,7 @@ class VLLM(VLLMEngine):
         for r, ids, out in zip(requests, full, outputs):
             positions = range(len(r.prompt), len(ids))
             answers.append(float(sum(out.prompt_logprobs[i][ids[i]].logprob for i in positions)))
-        self.usage.calls += 1
         self.usage.requests += len(requests)
-        self.usage.batch_sizes.append(len(requests))
         self.usage.prompt_tokens += sum(len(ids) for ids in full)
-        self.usage.wall_time += time.perf_counter() - started
+        self.usage.record_call(len(requests), started)
         return answers

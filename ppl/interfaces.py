@@ -9,6 +9,7 @@ ints, and text is only decoded for display and text-based rewards.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -100,6 +101,13 @@ class Usage:
     generated_tokens: int = 0
     wall_time: float = 0.0
     batch_sizes: list[int] = field(default_factory=list)
+
+    def record_call(self, batch_size: int, started: float) -> None:
+        """Count one batched call of ``batch_size`` requests that began at ``started``
+        (a ``time.perf_counter()`` reading)."""
+        self.calls += 1
+        self.batch_sizes.append(batch_size)
+        self.wall_time += time.perf_counter() - started
 
 
 @runtime_checkable
