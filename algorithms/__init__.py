@@ -5,9 +5,17 @@ knows a concrete backend.
 |---|---|
 | ``ImportanceSampling``, ``SMC``, ``ParticleGibbs``, ``MH`` | the program's distribution π |
 | ``Enumeration`` | π exactly (finite programs) |
-| ``BeamSearch``, ``DVTS`` | the mode (highest-weight runs); not properly weighted |
+| ``BeamSearch``, ``DVTS`` | the highest-weight runs found (weight plus twist); not properly weighted, not the mode of π |
+
+``ALGORITHMS`` is the one registry of interpreters: name → ``ppl.settings.AlgorithmSpec``
+(its settings with defaults and validation, its budget setting, its builder). The ``.tts``
+checker, ``tts run`` and ``tts eval`` read it; adding an interpreter is writing its module
+and adding its spec below.
 """
 
+from ppl.settings import registry
+
+from . import beam, enumeration, gibbs, importance, mh, smc
 from .beam import DVTS, BeamSearch
 from .enumeration import Enumeration, ExactPosterior, enumerate_program
 from .gibbs import ParticleGibbs
@@ -16,7 +24,19 @@ from .mh import MH, logprob, power_gen
 from .resampling import SCHEMES as RESAMPLING_SCHEMES
 from .smc import SMC
 
+ALGORITHMS = registry(
+    importance.SPEC,
+    smc.SPEC,
+    enumeration.SPEC,
+    beam.BEAM_SPEC,
+    beam.DVTS_SPEC,
+    gibbs.SPEC,
+    mh.SPEC,
+    aliases={"best_of_n": "importance"},
+)
+
 __all__ = [
+    "ALGORITHMS",
     "DVTS",
     "MH",
     "SMC",

@@ -49,14 +49,20 @@ from __future__ import annotations
 import math
 import time
 
-from ppl.inference import Algorithm, check_count
+from ppl.inference import Algorithm
 from ppl.posterior import Diagnostics, Posterior, WeightedParticle
 from ppl.scheduler import AT_BARRIER, DEAD, FINISHED, Particle, ProblemRun
+from ppl.settings import AlgorithmSpec, Setting
 
 
 def beam_key(problem: int, generation: int, subtree: int, index: int) -> tuple[int, ...]:
     """Randomness key of child ``index`` of ``subtree`` born at ``generation``."""
     return (10, problem, generation, subtree, index)
+
+
+BEAMS = Setting("beams", int, 4, minimum=1)
+EXPAND = Setting("expand", int, 4, minimum=1)
+SUBTREES = Setting("subtrees", int, 4, minimum=1)
 
 
 class BeamSearch(Algorithm):
@@ -65,12 +71,12 @@ class BeamSearch(Algorithm):
     name = "beam"
 
     def __init__(self, beams: int = 4, expand: int = 4, subtrees: int = 1, dedupe: bool = True):
-        self.beams = check_count("beams", beams)
+        self.beams = BEAMS.check(beams)
         if not isinstance(dedupe, bool):
             raise ValueError(f"dedupe must be True or False, got {dedupe!r}")
         self.dedupe = dedupe
-        self.expand = check_count("expand", expand)
-        self.subtrees = check_count("subtrees", subtrees)
+        self.expand = EXPAND.check(expand)
+        self.subtrees = SUBTREES.check(subtrees)
         self.particles = self.subtrees * self.beams * self.expand
 
     def __repr__(self) -> str:
@@ -171,3 +177,19 @@ class DVTS(BeamSearch):
 
     def __repr__(self) -> str:
         return f"DVTS(subtrees={self.subtrees}, expand={self.expand})"
+
+
+BEAM_SPEC = AlgorithmSpec(
+    "beam",
+    BeamSearch,
+    (BEAMS, EXPAND),
+    budget="beams",
+    summary="keep the top beams runs by weight plus twist, expand each; the highest-weight runs",
+)
+DVTS_SPEC = AlgorithmSpec(
+    "dvts",
+    DVTS,
+    (SUBTREES, EXPAND),
+    budget="subtrees",
+    summary="diverse verifier tree search: independent greedy subtrees",
+)

@@ -35,6 +35,7 @@ from ppl.inference import Algorithm, Results
 from ppl.interfaces import GenRequest, ScoreRequest
 from ppl.posterior import Diagnostics, Posterior, WeightedParticle, logsumexp
 from ppl.program import as_program
+from ppl.settings import AlgorithmSpec, Setting
 
 
 class _Dead(BaseException):
@@ -166,10 +167,19 @@ class Enumeration(Algorithm):
     name = "enumeration"
 
     def __init__(self, max_traces: int = 200_000):
-        self.max_traces = max_traces
+        self.max_traces = MAX_TRACES.check(max_traces)
 
-    def run(self, program, problems, *, seed: int = 0, randomness=None, progress=False, ids=None) -> Results:
-        """Exact, so ``seed``, ``randomness`` and ``ids`` change nothing (accepted for the common contract)."""
-        results = Results(enumerate_program(program, p, max_traces=self.max_traces) for p in problems)
-        results.stats = None
-        return results
+    def solve(self, program, problems, source, on_done):
+        """Exact, so the randomness changes nothing; each problem is reported as it is done."""
+        completed = {}
+        for index, (args, kwargs) in problems.items():
+            completed[index] = enumerate_program(program, kwargs or args, max_traces=self.max_traces)
+            if on_done is not None:
+                on_done(index, completed[index])
+        return completed, None
+
+
+MAX_TRACES = Setting("max_traces", int, 200_000, minimum=1)
+SPEC = AlgorithmSpec(
+    "enumerate", Enumeration, (), budget=None, summary="the exact posterior of a finite program"
+)

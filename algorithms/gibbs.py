@@ -46,10 +46,11 @@ from __future__ import annotations
 import math
 import time
 
-from ppl.inference import Algorithm, check_count
+from ppl.inference import Algorithm
 from ppl.posterior import Diagnostics, Posterior, WeightedParticle, effective_sample_size, log_mean_exp
 from ppl.randomness import categorical
 from ppl.scheduler import DEAD, Particle, ProblemRun
+from ppl.settings import AlgorithmSpec, Setting
 
 from .mh import restarted, sites_of
 
@@ -64,18 +65,24 @@ def decision_key(problem: int, sweep: int, step: int | None) -> tuple[int, ...]:
     return (8, problem, sweep, 0 if step is None else step + 1)
 
 
+PARTICLES = Setting("particles", int, 4, minimum=2)
+SWEEPS = Setting("sweeps", int, 4, minimum=1)
+BURN = Setting("burn", int, 0, minimum=0)
+REJUVENATE = Setting("rejuvenate", int, 0, minimum=0)
+
+
 class ParticleGibbs(Algorithm):
     """Conditional SMC with ``particles`` ≥ 2 particles for ``sweeps`` sweeps."""
 
     name = "particle_gibbs"
 
     def __init__(self, particles: int = 4, sweeps: int = 4, burn: int = 0, rejuvenate: int = 0):
-        self.particles = check_count("particles", particles, 2)
-        self.sweeps = check_count("sweeps", sweeps)
-        self.burn = check_count("burn", burn, 0)
+        self.particles = PARTICLES.check(particles)
+        self.sweeps = SWEEPS.check(sweeps)
+        self.burn = BURN.check(burn)
         if self.burn >= self.sweeps:
             raise ValueError(f"burn must be smaller than sweeps ({self.sweeps}), got {burn!r}")
-        self.rejuvenate = check_count("rejuvenate", rejuvenate, 0)
+        self.rejuvenate = REJUVENATE.check(rejuvenate)
 
     def __repr__(self) -> str:
         return (
@@ -241,3 +248,12 @@ class ParticleGibbs(Algorithm):
             },
         )
         return Posterior(particles, self.log_evidence(run), diagnostics)
+
+
+SPEC = AlgorithmSpec(
+    "particle_gibbs",
+    ParticleGibbs,
+    (PARTICLES, SWEEPS, BURN, REJUVENATE),
+    budget="particles",
+    summary="conditional SMC sweeps around a kept reference path, optionally rejuvenated by MH",
+)

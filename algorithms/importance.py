@@ -20,14 +20,26 @@ best-of-N (query ``best()``), self-consistency (``majority()``) and weighted bes
 
 from __future__ import annotations
 
-from ppl.inference import Algorithm, check_count
+from ppl.inference import Algorithm
+from ppl.settings import AlgorithmSpec, Setting
+
+PARTICLES = Setting("particles", int, minimum=1)
 
 
 class ImportanceSampling(Algorithm):
     name = "importance_sampling"
 
     def __init__(self, particles: int):
-        self.particles = check_count("particles", particles)
+        self.particles = PARTICLES.check(particles)
 
     def __repr__(self) -> str:
         return f"ImportanceSampling(particles={self.particles})"
+
+
+SPEC = AlgorithmSpec(
+    "importance",
+    ImportanceSampling,
+    (PARTICLES,),
+    budget="particles",
+    summary="N independent weighted runs: best-of-N, self-consistency, weighted vote",
+)

@@ -51,11 +51,12 @@ import time
 
 import ppl
 from ppl.handlers import Done, Message, Need, apply_stack
-from ppl.inference import Algorithm, check_count
+from ppl.inference import Algorithm
 from ppl.interfaces import ScoreRequest
 from ppl.posterior import Diagnostics, Posterior, WeightedParticle
 from ppl.primitives import DEFAULT_MAX_TOKENS
 from ppl.scheduler import DEAD, Particle, ProblemRun
+from ppl.settings import AlgorithmSpec, Setting
 
 PROPOSALS = ("suffix", "independent")
 
@@ -106,18 +107,24 @@ def mh_key(problem: int, step: int, what: int) -> tuple[int, ...]:
     return (6, problem, step, what)
 
 
+CHAINS = Setting("chains", int, 4, minimum=1)
+STEPS = Setting("steps", int, 10, minimum=1)
+PROPOSAL = Setting(
+    "proposal", str, "suffix", choices=tuple(PROPOSALS), noun="MH proposal", plural="proposals"
+)
+BURN = Setting("burn", int, 0, minimum=0)
+
+
 class MH(Algorithm):
     """Metropolis–Hastings with ``chains`` chains per problem and ``steps`` steps each."""
 
     name = "mh"
 
     def __init__(self, chains: int = 4, steps: int = 10, proposal: str = "suffix", burn: int = 0):
-        self.chains = check_count("chains", chains)
-        self.steps = check_count("steps", steps)
-        if proposal not in PROPOSALS:
-            raise ValueError(f"unknown MH proposal {proposal!r}; choose one of {list(PROPOSALS)}")
-        self.proposal = proposal
-        self.burn = check_count("burn", burn, 0)
+        self.chains = CHAINS.check(chains)
+        self.steps = STEPS.check(steps)
+        self.proposal = PROPOSAL.check(proposal)
+        self.burn = BURN.check(burn)
         if self.burn >= self.steps:
             raise ValueError(f"burn must be smaller than steps ({self.steps}), got {burn!r}")
         self.particles = self.chains
@@ -217,3 +224,12 @@ class MH(Algorithm):
             },
         )
         return Posterior(particles, None, diagnostics)
+
+
+SPEC = AlgorithmSpec(
+    "mh",
+    MH,
+    (CHAINS, STEPS, PROPOSAL, BURN),
+    budget="chains",
+    summary="Metropolis–Hastings over completions (suffix regeneration or independent proposals)",
+)

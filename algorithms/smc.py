@@ -35,26 +35,29 @@ from __future__ import annotations
 
 import math
 
-from ppl.inference import Algorithm, algorithm_key, check_count, particle_key
+from ppl.inference import Algorithm, algorithm_key, particle_key
 from ppl.posterior import effective_sample_size, log_mean_exp
 from ppl.scheduler import ProblemRun
+from ppl.settings import AlgorithmSpec, Setting
 
 from .resampling import SCHEMES
+
+PARTICLES = Setting("particles", int, minimum=1)
+RESAMPLE = Setting(
+    "resample", str, "multinomial", choices=tuple(SCHEMES), noun="resampling scheme", plural="schemes"
+)
+ESS = Setting(
+    "ess", float, 0.5, minimum=0, maximum=1, argument="ess_threshold", hint="0 = never resample, 1 = always"
+)
 
 
 class SMC(Algorithm):
     name = "smc"
 
     def __init__(self, particles: int, resample: str = "multinomial", ess_threshold: float = 0.5):
-        self.particles = check_count("particles", particles)
-        if resample not in SCHEMES:
-            raise ValueError(f"unknown resampling scheme {resample!r}; choose one of {sorted(SCHEMES)}")
-        if not isinstance(ess_threshold, (int, float)) or not 0 <= ess_threshold <= 1:
-            raise ValueError(
-                f"ess_threshold must be a number in [0, 1] (0 = never resample, 1 = always), got {ess_threshold!r}"
-            )
-        self.resample = resample
-        self.ess_threshold = float(ess_threshold)
+        self.particles = PARTICLES.check(particles)
+        self.resample = RESAMPLE.check(resample)
+        self.ess_threshold = ESS.check(ess_threshold)
 
     def __repr__(self) -> str:
         return (
@@ -86,3 +89,12 @@ class SMC(Algorithm):
     def log_evidence(self, run: ProblemRun) -> float:
         value = log_mean_exp([p.log_weight for p in run.particles])
         return value if not math.isnan(value) else -math.inf
+
+
+SPEC = AlgorithmSpec(
+    "smc",
+    SMC,
+    (PARTICLES, ESS, RESAMPLE),
+    budget="particles",
+    summary="sequential Monte Carlo: resample at step barriers when the ESS falls below ess·N",
+)

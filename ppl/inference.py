@@ -15,6 +15,7 @@ from .posterior import Diagnostics, Posterior, WeightedParticle, log_mean_exp
 from .program import as_program
 from .randomness import SeededSource, Source
 from .scheduler import DEAD, Particle, ProblemRun, RunStats, Scheduler
+from .settings import Setting
 
 
 def particle_key(problem: int, generation: int, index: int) -> tuple[int, ...]:
@@ -27,10 +28,7 @@ def algorithm_key(problem: int, step: int) -> tuple[int, ...]:
     return (1, problem, step)
 
 
-def check_count(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+PROBLEM_ID = Setting("id", int, minimum=0)
 
 
 class Results(list):
@@ -100,20 +98,29 @@ class Algorithm:
         """
         program = as_program(program)
         bound = [program.bind(p) for p in problems]
-        ids = list(range(len(bound))) if ids is None else [check_count("id", i, 0) for i in ids]
+        ids = list(range(len(bound))) if ids is None else [PROBLEM_ID.check(i) for i in ids]
         if len(ids) != len(bound) or len(set(ids)) != len(ids):
             raise ValueError(f"ids must be {len(bound)} distinct integers, one per problem")
         source = randomness if randomness is not None else SeededSource(seed)
-        scheduler = Scheduler(program, self, source)
         on_done, bar = _progress(progress, len(bound), self.name)
         try:
-            completed = scheduler.run(dict(zip(ids, bound)), on_done)
+            completed, stats = self.solve(program, dict(zip(ids, bound)), source, on_done)
         finally:
             if bar is not None:
                 bar.close()
         results = Results(completed[i] for i in ids)
-        results.stats = scheduler.stats
+        results.stats = stats
         return results
+
+    def solve(self, program, problems: dict, source: Source, on_done: Callable | None):
+        """Run bound problems (id → (args, kwargs)); ``on_done(id, posterior)`` as each finishes.
+
+        Returns id → Posterior and the run's engine statistics. Interpreters that do not run
+        particles on the scheduler (exact enumeration) override this, and must still call
+        ``on_done`` for every problem: that is how ``tts run`` writes its results.
+        """
+        scheduler = Scheduler(program, self, source)
+        return scheduler.run(problems, on_done), scheduler.stats
 
 
 def _progress(progress, total: int, name: str):
