@@ -31,7 +31,7 @@ import numpy as np
 
 from ppl.errors import NotEnumerableError
 from ppl.handlers import Done, Draw, Message, Messenger, Site, only
-from ppl.inference import Algorithm, Results
+from ppl.inference import Algorithm
 from ppl.interfaces import GenRequest, ScoreRequest
 from ppl.posterior import Diagnostics, Posterior, WeightedParticle, logsumexp
 from ppl.program import as_program
