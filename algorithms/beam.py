@@ -1,9 +1,13 @@
 """Beam search and DVTS: keep the best partial runs, expand them, set finished ones aside.
 
-These interpreters search for the **mode** — the runs of highest weight — not the
-program's distribution: their particles are *not* properly weighted, so ``log_evidence`` is
-None and ``best()`` is the answer to use (``tests/test_beam.py`` shows that treating their
-weights as importance weights fails the E[Ẑ] = Z check).
+These interpreters search for the **highest-weight runs** — ranked by weight plus twist —
+not for the program's distribution. This is *not* the mode of π: with the program's own
+proposal a run's weight is exp(Σ score), without the LM's probability of the run, so a
+likely run with a low score loses to an unlikely run with a high one
+(``tests/test_weight_edges.py`` has such a case). Their particles are not properly weighted
+either, so ``log_evidence`` is None and ``best()`` is the answer to use
+(``tests/test_beam.py`` shows that treating their weights as importance weights fails the
+E[Ẑ] = Z check).
 
 Beam search (``beams`` = k, ``expand`` = n): start with k·n runs. At each step barrier of a
 problem:
@@ -47,17 +51,29 @@ answers stay diverse.
 from __future__ import annotations
 
 import math
-import time
+from dataclasses import dataclass, field
 
-from ppl.inference import Algorithm
-from ppl.posterior import Diagnostics, Posterior, WeightedParticle
+from ppl.inference import Algorithm, diagnostics, weighted
+from ppl.posterior import Posterior
+from ppl.randomness import Stream, key
 from ppl.scheduler import AT_BARRIER, DEAD, FINISHED, Particle, ProblemRun
 from ppl.settings import AlgorithmSpec, Setting
 
 
 def beam_key(problem: int, generation: int, subtree: int, index: int) -> tuple[int, ...]:
     """Randomness key of child ``index`` of ``subtree`` born at ``generation``."""
-    return (10, problem, generation, subtree, index)
+    return key(Stream.BEAM, problem, generation, subtree, index)
+
+
+@dataclass
+class BeamState:
+    """A problem's search: its generation, each particle's subtree, the runs set aside, the
+    frontier sizes per generation (one entry per subtree)."""
+
+    generation: int = 0
+    groups: list[int] = field(default_factory=list)
+    kept: list[tuple[int, Particle]] = field(default_factory=list)
+    frontier: list[list[int]] = field(default_factory=list)
 
 
 BEAMS = Setting("beams", int, 4, minimum=1)
@@ -83,77 +99,59 @@ class BeamSearch(Algorithm):
         return f"BeamSearch(beams={self.beams}, expand={self.expand}, subtrees={self.subtrees})"
 
     def start(self, run: ProblemRun, source) -> None:
-        run.state.update(generation=0, kept=[], tokens=[0, 0], frontier=[])
-        run.particles, groups = [], []
+        state = run.state = BeamState()
+        run.particles = []
         for subtree in range(self.subtrees):
             for i in range(self.beams * self.expand):
-                key = beam_key(run.index, 0, subtree, i)
-                run.particles.append(Particle(run.index, key, source(*key)))
-                groups.append(subtree)
-        run.state["groups"] = groups
+                k = beam_key(run.index, 0, subtree, i)
+                run.particles.append(Particle(run.index, k, source(*k)))
+                state.groups.append(subtree)
 
     def rank(self, frontier: list[Particle]) -> list[int]:
         """Indices of ``frontier`` best first: by log weight (incl. twist), ties to the earlier."""
         return sorted(range(len(frontier)), key=lambda i: -frontier[i].log_weight)
 
     def at_barrier(self, run: ProblemRun, source) -> None:
-        state = run.state
-        state["generation"] += 1
+        state: BeamState = run.state
+        state.generation += 1
         children, groups, sizes = [], [], []
-        for particle in run.particles:
-            state["tokens"][0] += particle.tokens_in
-            state["tokens"][1] += particle.tokens_out
-            particle.tokens_in = particle.tokens_out = 0
         for subtree in range(self.subtrees):
-            members = [p for p, g in zip(run.particles, state["groups"]) if g == subtree]
-            state["kept"].extend((subtree, p) for p in members if p.status == FINISHED)
+            members = [p for p, g in zip(run.particles, state.groups) if g == subtree]
+            state.kept.extend((subtree, p) for p in members if p.status == FINISHED)
             frontier = [p for p in members if p.status == AT_BARRIER and p.log_weight > -math.inf]
             if self.dedupe:
                 frontier = _distinct(frontier)
             sizes.append(len(frontier))
             for rank, i in enumerate(self.rank(frontier)[: self.beams]):
                 for c in range(self.expand):
-                    key = beam_key(run.index, state["generation"], subtree, rank * self.expand + c)
-                    child = frontier[i].clone(key, source(*key))
-                    child.tokens_in = child.tokens_out = 0
-                    children.append(child)
+                    k = beam_key(run.index, state.generation, subtree, rank * self.expand + c)
+                    children.append(frontier[i].clone(k, source(*k)))
                     groups.append(subtree)
             if not frontier:
                 # nothing left to expand in this subtree: keep its dead runs so that an
                 # all-dead search is reported as such
                 children.extend(p for p in members if p.status == DEAD)
                 groups.extend(subtree for p in members if p.status == DEAD)
-        run.particles, state["groups"] = children, groups
-        state["frontier"].append(sizes)
+        run.particles, state.groups = children, groups
+        state.frontier.append(sizes)
 
     def log_evidence(self, run: ProblemRun) -> None:
         return None
 
     def finish(self, run: ProblemRun) -> Posterior:
-        state = run.state
-        ended = state["kept"] + list(zip(state["groups"], run.particles))
-        for particle in run.particles:
-            state["tokens"][0] += particle.tokens_in
-            state["tokens"][1] += particle.tokens_out
-        particles = [WeightedParticle(p.value, p.log_weight, p.sites, p.status, p.error) for _, p in ended]
-        diagnostics = Diagnostics(
-            algorithm=self.name,
-            particles=len(particles),
-            steps=run.step,
-            tokens_in=state["tokens"][0],
-            tokens_out=state["tokens"][1],
-            engine_calls=run.engine_calls,
-            wall_time=time.perf_counter() - run.started,
-            dead=sum(p.status == DEAD for p in particles),
-            deaths=list(run.deaths),
-            extra={
-                "frontier": state["frontier"],
-                "finished_early": len(state["kept"]),
-                "subtree": [g for g, _ in ended],
-                "properly_weighted": False,
-            },
+        state: BeamState = run.state
+        ended = state.kept + list(zip(state.groups, run.particles))
+        particles = [weighted(p) for _, p in ended]
+        summary = diagnostics(
+            self.name,
+            run,
+            particles,
+            frontier=state.frontier,
+            finished_early=len(state.kept),
+            subtree=[g for g, _ in ended],
+            properly_weighted=False,
         )
-        return Posterior(particles, self.log_evidence(run), diagnostics)
+        return Posterior(particles, self.log_evidence(run), summary)
 
 
 def _distinct(frontier: list[Particle]) -> list[Particle]:

@@ -30,9 +30,9 @@ import time
 import numpy as np
 
 from ppl.errors import NotEnumerableError
-from ppl.handlers import Done, Draw, Message, Messenger, Site, only
+from ppl.handlers import Draw, Message, Messenger, Need, Site, Weigher, answer_directly, only, resolve_site
 from ppl.inference import Algorithm
-from ppl.interfaces import GenRequest, ScoreRequest
+from ppl.interfaces import GenRequest
 from ppl.posterior import Diagnostics, Posterior, WeightedParticle, logsumexp
 from ppl.program import as_program
 from ppl.settings import AlgorithmSpec, Setting
@@ -51,8 +51,13 @@ class _Enumerate(Messenger):
         self.path = path
         self.widths: list[int] = []
         self.log_q = 0.0
-        self.log_w = 0.0
+        self.weights = Weigher()
         self.sites: list[Site] = []
+
+    @property
+    def log_w(self) -> float:
+        """log γ/q of the trace: the program's own factors (twists never count in γ)."""
+        return self.weights.total
 
     def _branch(self, options: list[tuple[object, float]]):
         position = len(self.widths)
@@ -64,40 +69,30 @@ class _Enumerate(Messenger):
         return value
 
     def process_message(self, msg: Message) -> None:
-        msg.done = True
-        if msg.resolve is None:
-            return
-        while True:
-            step = msg.resolve(msg.results)
-            if isinstance(step, Done):
-                msg.value, msg.log_weight = step.value, step.log_weight
-                return
-            msg.results.append(self._answer(step))
+        if msg.kind == "barrier":
+            self.weights.twist = 0.0  # a twist counts until the next barrier, as in every interpreter
+        resolve_site(msg, msg.results, self._answer)
 
-    def _answer(self, step):
+    def _answer(self, step: Need | Draw):
+        """Every outcome of a draw or a generation is a branch; other requests are answered
+        exactly (they are deterministic)."""
         if isinstance(step, Draw):
             return self._branch(_draw_support(step))
-        request = step.request
-        if isinstance(request, GenRequest):
+        if isinstance(step.request, GenRequest):
             support = getattr(step.model, "support", None)
             if support is None:
                 raise NotEnumerableError(
                     f"model {getattr(step.model, 'name', step.model)!r} cannot list its outputs; "
                     "exact enumeration needs a tabular LM"
                 )
-            return self._branch([(s, s.logprob) for s in support(request) if s.logprob > -math.inf])
-        if isinstance(request, tuple):
-            return tuple(step.model.logprob(list(request)))
-        if isinstance(request, ScoreRequest):
-            return step.model.logprob([request])[0]
-        return step.model.reward([request])[0]
+            return self._branch([(s, s.logprob) for s in support(step.request) if s.logprob > -math.inf])
+        return answer_directly(step, None)
 
     def postprocess_message(self, msg: Message) -> None:
         self.sites.append(Site(msg.kind, msg.value, msg.log_weight, msg.args))
-        if msg.kind != "twist":
-            self.log_w += msg.log_weight
-        if self.log_w == -math.inf:
-            raise _Dead(msg.args.get("reason") if msg.kind == "condition" else f"{msg.kind} gave weight zero")
+        reason = self.weights.add(msg, len(self.sites) - 1)
+        if reason is not None:
+            raise _Dead(reason)
 
 
 def _draw_support(step: Draw) -> list[tuple[object, float]]:

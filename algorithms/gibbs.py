@@ -12,7 +12,7 @@ alongside the others. At each barrier:
    a peer library, and ``tests/test_gibbs.py`` has it as a mutant that must fail);
 2. slot 0 keeps the reference; the N − 1 others choose ancestors among all N ∝ weights
    (multinomial) — a copy of the reference keeps only its record up to this barrier;
-3. weights are reset to equal.
+3. weights are reset to equal (in the unconditional first sweep, to their mean, as in SMC).
 
 At the end of a sweep the next reference is drawn ∝ final weights among all N. For N ≥ 2
 the sweep leaves the program's π invariant (tested exactly against the enumerated sweep
@@ -44,11 +44,11 @@ moves on the reference between sweeps (each a π-invariant move, see ``algorithm
 from __future__ import annotations
 
 import math
-import time
+from dataclasses import dataclass, field
 
-from ppl.inference import Algorithm
-from ppl.posterior import Diagnostics, Posterior, WeightedParticle, effective_sample_size, log_mean_exp
-from ppl.randomness import categorical
+from ppl.inference import Algorithm, diagnostics, weighted
+from ppl.posterior import Posterior, effective_sample_size, log_mean_exp
+from ppl.randomness import Stream, categorical, key
 from ppl.scheduler import DEAD, Particle, ProblemRun
 from ppl.settings import AlgorithmSpec, Setting
 
@@ -57,12 +57,35 @@ from .mh import restarted, sites_of
 
 def sweep_key(problem: int, sweep: int, generation: int, index: int) -> tuple[int, ...]:
     """Randomness key of particle ``index`` born at ``generation`` of ``sweep``."""
-    return (7, problem, sweep, generation, index)
+    return key(Stream.GIBBS_PARTICLE, problem, sweep, generation, index)
 
 
 def decision_key(problem: int, sweep: int, step: int | None) -> tuple[int, ...]:
     """Randomness key of the ancestor choices at ``step`` of ``sweep`` (None: the final draw)."""
-    return (8, problem, sweep, 0 if step is None else step + 1)
+    return key(Stream.GIBBS_ANCESTORS, problem, sweep, 0 if step is None else step + 1)
+
+
+def rejuvenation_key(problem: int, sweep: int, move: int, what: int) -> tuple[int, ...]:
+    """Randomness key of rejuvenation move ``move`` after ``sweep``: its position (0), its
+    proposal's particle (1), its acceptance (2)."""
+    return key(Stream.GIBBS_REJUVENATION, problem, sweep, move, what)
+
+
+@dataclass
+class GibbsState:
+    """A problem's sweeps: which sweep, where it began (``run.step`` at its start), its
+    reference, the first sweep's log Ẑ, the kept samples, and rejuvenation bookkeeping."""
+
+    sweep: int = 0
+    sweep_started: int = 0
+    reference: Particle | None = None
+    reference_total: float | None = None  # the reference's whole-run log weight (for mutants)
+    rejuvenating: bool = False
+    first_log_z: float | None = None
+    samples: list[Particle] = field(default_factory=list)
+    changed: int = 0
+    moves: int = 0
+    accepted: int = 0
 
 
 PARTICLES = Setting("particles", int, 4, minimum=2)
@@ -100,111 +123,107 @@ class ParticleGibbs(Algorithm):
         """The reference's weight at this barrier: its partial weight for the step just done."""
         return reference.log_weight
 
+    def resampled_weight(self, log_weights: list[float], conditional: bool) -> float:
+        """The equal weight every particle gets after resampling. In the unconditional first
+        sweep it is the mean weight, as in SMC, so that the sweep's final mean weight is the
+        unbiased estimate Ẑ; in a conditional sweep only ratios matter, and zero will do."""
+        return 0.0 if conditional else log_mean_exp(log_weights)
+
     def start(self, run: ProblemRun, source) -> None:
-        run.state.update(sweep=0, step=0, samples=[], tokens=[0, 0], changed=0, moves=0, accepted=0)
-        run.state["first_log_z"] = None
+        run.state = GibbsState()
         self.start_sweep(run, source, self.initial_reference(run, source))
 
     def start_sweep(self, run: ProblemRun, source, reference: Particle | None) -> None:
-        state = run.state
-        state.update(step=0, reference=reference, phase="sweep")
-        state["reference_total"] = reference.anchor if reference is not None else None
+        state: GibbsState = run.state
+        state.sweep_started, state.reference, state.rejuvenating = run.step, reference, False
+        state.reference_total = reference.anchor if reference is not None else None
         particles = []
         for i in range(self.particles):
-            key = sweep_key(run.index, state["sweep"], 0, i)
+            k = sweep_key(run.index, state.sweep, 0, i)
             if i == 0 and reference is not None:
-                particles.append(restarted(reference, len(reference.records), key, source(*key)))
+                particles.append(restarted(reference, len(reference.records), k, source(*k)))
             else:
-                particles.append(Particle(run.index, key, source(*key)))
+                particles.append(Particle(run.index, k, source(*k)))
         run.particles = particles
 
     def at_barrier(self, run: ProblemRun, source) -> None:
-        state = run.state
-        if state["phase"] != "sweep":
+        state: GibbsState = run.state
+        if state.rejuvenating:
             return
-        conditional = state["reference"] is not None
+        step = run.step - state.sweep_started  # the barrier's index within this sweep
+        conditional = state.reference is not None
         log_weights = [p.log_weight for p in run.particles]
         if conditional:
             log_weights[0] = self.reference_log_weight(run, run.particles[0])
         run.ess.append(effective_sample_size(log_weights))
         if all(w == -math.inf for w in log_weights):
             run.resampled.append(False)
-            state["step"] += 1
             return
-        rng = source(*decision_key(run.index, state["sweep"], state["step"]))
+        rng = source(*decision_key(run.index, state.sweep, step))
         children = []
         for j in range(self.particles):
             if j == 0 and conditional:
                 child = run.particles[0]
             else:
                 parent = run.particles[categorical(rng, log_weights)]
-                key = sweep_key(run.index, state["sweep"], state["step"] + 1, j)
-                child = parent.clone(key, source(*key))
+                k = sweep_key(run.index, state.sweep, step + 1, j)
+                child = parent.clone(k, source(*k))
                 del child.records[parent.replayed :]  # a copy of the reference forgets its future
-                child.tokens_in = child.tokens_out = 0
             children.append(child)
-        for particle in run.particles:
-            state["tokens"][0] += particle.tokens_in
-            state["tokens"][1] += particle.tokens_out
-            particle.tokens_in = particle.tokens_out = 0
+        reset = self.resampled_weight(log_weights, conditional)
         for child in children:
-            child.log_weight = 0.0
+            child.log_weight = reset
         run.particles = children
         run.resampled.append(True)
-        state["step"] += 1
 
     def restart(self, run: ProblemRun, source) -> bool:
         """A sweep (or a rejuvenation move) has ended: choose the next reference, go on."""
-        state = run.state
-        for particle in run.particles:
-            state["tokens"][0] += particle.tokens_in
-            state["tokens"][1] += particle.tokens_out
-            particle.tokens_in = particle.tokens_out = 0
-        if state["phase"] == "rejuvenate":
+        state: GibbsState = run.state
+        if state.rejuvenating:
             self._rejuvenated(run, source)
         else:
             log_weights = [p.log_weight for p in run.particles]
-            if state["reference"] is not None:
+            if state.reference is not None:
                 log_weights[0] = self.reference_log_weight(run, run.particles[0])
-            if state["first_log_z"] is None:
-                state["first_log_z"] = log_mean_exp(log_weights)
-            previous = state["reference"]
+            if state.first_log_z is None:
+                state.first_log_z = log_mean_exp(log_weights)
+            previous = state.reference
             if all(w == -math.inf for w in log_weights):
                 reference = run.particles[0]  # every particle dead: a dead sample, reported as such
             else:
-                rng = source(*decision_key(run.index, state["sweep"], None))
+                rng = source(*decision_key(run.index, state.sweep, None))
                 reference = run.particles[categorical(rng, log_weights)]
-            state["changed"] += previous is not None and reference is not run.particles[0]
-            state["reference"] = reference
-            state["moves"] = 0
-        if state["moves"] < self.rejuvenate and state["reference"].status != DEAD:
+            state.changed += previous is not None and reference is not run.particles[0]
+            state.reference = reference
+            state.moves = 0
+        if state.moves < self.rejuvenate and state.reference.status != DEAD:
             self._propose_move(run, source)
             return True
-        if state["sweep"] >= self.burn:
-            state["samples"].append(state["reference"])
-        state["sweep"] += 1
-        if state["sweep"] == self.sweeps:
+        if state.sweep >= self.burn:
+            state.samples.append(state.reference)
+        state.sweep += 1
+        if state.sweep == self.sweeps:
             return False
-        reference = state["reference"]
+        reference = state.reference
         self.start_sweep(run, source, reference if reference.status != DEAD else None)
         return True
 
     def _propose_move(self, run: ProblemRun, source) -> None:
         """One MH suffix-regeneration move on the reference (see ``algorithms/mh.py``)."""
-        state = run.state
-        reference = state["reference"]
-        rng = source(9, run.index, state["sweep"], state["moves"], 0)
+        state: GibbsState = run.state
+        reference = state.reference
+        rng = source(*rejuvenation_key(run.index, state.sweep, state.moves, 0))
         size = sites_of(reference)
         u = rng.uniform([i / size for i in range(1, size)])
-        key = (9, run.index, state["sweep"], state["moves"], 1)
-        proposal = restarted(reference, min(int(u * size), size - 1), key, source(*key))
-        state["phase"] = "rejuvenate"
+        k = rejuvenation_key(run.index, state.sweep, state.moves, 1)
+        proposal = restarted(reference, min(int(u * size), size - 1), k, source(*k))
+        state.rejuvenating = True
         run.particles = [proposal]
 
     def _rejuvenated(self, run: ProblemRun, source) -> None:
-        state = run.state
-        current, proposed = state["reference"], run.particles[0]
-        state["moves"] += 1
+        state: GibbsState = run.state
+        current, proposed = state.reference, run.particles[0]
+        state.moves += 1
         # compare whole-run weights: the reference's record replays to its end in a move
         current_total, proposed_total = current.anchor, proposed.log_weight
         if proposed_total > -math.inf:
@@ -212,42 +231,28 @@ class ParticleGibbs(Algorithm):
                 proposed_total - current_total + math.log(sites_of(current)) - math.log(sites_of(proposed))
             )
             alpha = math.exp(min(0.0, ratio))
-            rng = source(9, run.index, state["sweep"], state["moves"] - 1, 2)
+            rng = source(*rejuvenation_key(run.index, state.sweep, state.moves - 1, 2))
             if alpha >= 1 or rng.uniform([alpha]) < alpha:
-                state["reference"] = proposed
-                state["accepted"] += 1
-        state["phase"] = "sweep"
+                state.reference = proposed
+                state.accepted += 1
+        state.rejuvenating = False
 
     def log_evidence(self, run: ProblemRun) -> float | None:
-        return run.state.get("first_log_z")
+        return run.state.first_log_z
 
     def finish(self, run: ProblemRun) -> Posterior:
-        state = run.state
-        samples = state["samples"]
-        particles = [
-            WeightedParticle(p.value, 0.0 if p.status != DEAD else -math.inf, p.sites, p.status, p.error)
-            for p in samples
-        ]
-        diagnostics = Diagnostics(
-            algorithm=self.name,
-            particles=len(particles),
-            ess=list(run.ess),
-            resampled=list(run.resampled),
-            steps=run.step,
-            tokens_in=state["tokens"][0],
-            tokens_out=state["tokens"][1],
-            engine_calls=run.engine_calls,
-            wall_time=time.perf_counter() - run.started,
-            dead=sum(p.status == DEAD for p in particles),
-            deaths=list(run.deaths),
-            extra={
-                "sweeps": state["sweep"],
-                "particles_per_sweep": self.particles,
-                "reference_changed": state["changed"] / max(1, state["sweep"] - 1),
-                "rejuvenation_acceptance": state["accepted"] / max(1, self.rejuvenate * state["sweep"]),
-            },
+        state: GibbsState = run.state
+        particles = [weighted(p, 0.0 if p.status != DEAD else -math.inf) for p in state.samples]
+        summary = diagnostics(
+            self.name,
+            run,
+            particles,
+            sweeps=state.sweep,
+            particles_per_sweep=self.particles,
+            reference_changed=state.changed / max(1, state.sweep - 1),
+            rejuvenation_acceptance=state.accepted / max(1, self.rejuvenate * state.sweep),
         )
-        return Posterior(particles, self.log_evidence(run), diagnostics)
+        return Posterior(particles, self.log_evidence(run), summary)
 
 
 SPEC = AlgorithmSpec(

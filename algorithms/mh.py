@@ -47,15 +47,16 @@ step past ``burn`` (chain-major), equally weighted; ``log_evidence`` is None.
 from __future__ import annotations
 
 import math
-import time
+from dataclasses import dataclass, field
 
 import ppl
 from ppl.handlers import Done, Message, Need, apply_stack
-from ppl.inference import Algorithm
+from ppl.inference import Algorithm, diagnostics, weighted
 from ppl.interfaces import ScoreRequest
-from ppl.posterior import Diagnostics, Posterior, WeightedParticle
+from ppl.posterior import Posterior
 from ppl.primitives import DEFAULT_MAX_TOKENS
-from ppl.scheduler import DEAD, Particle, ProblemRun
+from ppl.randomness import Stream, key
+from ppl.scheduler import Particle, ProblemRun
 from ppl.settings import AlgorithmSpec, Setting
 
 PROPOSALS = ("suffix", "independent")
@@ -99,12 +100,22 @@ def power_gen(lm, context, alpha: float, *, stop=(), max_tokens: int = DEFAULT_M
 
 def chain_key(problem: int, chain: int, step: int) -> tuple[int, ...]:
     """Randomness key of the run proposed for ``chain`` at MH step ``step`` (0 = initial)."""
-    return (5, problem, chain, step)
+    return key(Stream.MH_CHAIN, problem, chain, step)
 
 
 def mh_key(problem: int, step: int, what: int) -> tuple[int, ...]:
     """Randomness key of the MH decisions (0 = positions, 1 = acceptances) at ``step``."""
-    return (6, problem, step, what)
+    return key(Stream.MH_DECISION, problem, step, what)
+
+
+@dataclass
+class MHState:
+    """A problem's chains: the MH step, each chain's current run, acceptances and kept samples."""
+
+    step: int = 0
+    current: list = field(default_factory=list)
+    accepted: list[int] = field(default_factory=list)
+    samples: list[list] = field(default_factory=list)
 
 
 CHAINS = Setting("chains", int, 4, minimum=1)
@@ -136,16 +147,14 @@ class MH(Algorithm):
 
     def initial_state(self, run: ProblemRun, source, chain: int) -> Particle:
         """The run a chain starts from: a fresh run of the program (tests plant states here)."""
-        key = chain_key(run.index, chain, 0)
-        return Particle(run.index, key, source(*key))
+        k = chain_key(run.index, chain, 0)
+        return Particle(run.index, k, source(*k))
 
     def start(self, run: ProblemRun, source) -> None:
-        run.state.update(
-            step=0,
+        run.state = MHState(
             current=[None] * self.chains,
             accepted=[0] * self.chains,
             samples=[[] for _ in range(self.chains)],
-            tokens=[0, 0],
         )
         run.particles = [self.initial_state(run, source, c) for c in range(self.chains)]
 
@@ -165,65 +174,54 @@ class MH(Algorithm):
 
     def restart(self, run: ProblemRun, source) -> bool:
         """All proposals of this problem are in: accept or reject, then propose again."""
-        state = run.state
-        step = state["step"]
+        state: MHState = run.state
+        step = state.step
         rng = source(*mh_key(run.index, step, 1))
         for c, proposed in enumerate(run.particles):
-            state["tokens"][0] += proposed.tokens_in
-            state["tokens"][1] += proposed.tokens_out
             if step == 0:
-                state["current"][c] = proposed
+                state.current[c] = proposed
                 continue
-            alpha = math.exp(self.log_acceptance(state["current"][c], proposed))
+            alpha = math.exp(self.log_acceptance(state.current[c], proposed))
             if alpha > 0 and (alpha >= 1 or rng.uniform([alpha]) < alpha):
-                state["current"][c] = proposed
-                state["accepted"][c] += 1
+                state.current[c] = proposed
+                state.accepted[c] += 1
             if step > self.burn:
-                state["samples"][c].append(state["current"][c])
+                state.samples[c].append(state.current[c])
         if step == self.steps:
             return False
-        state["step"] = step + 1
+        state.step = step + 1
         position_rng = source(*mh_key(run.index, step + 1, 0))
         run.particles = [
-            self.propose(run, source, c, state["current"][c], position_rng) for c in range(self.chains)
+            self.propose(run, source, c, state.current[c], position_rng) for c in range(self.chains)
         ]
         return True
 
     def propose(self, run: ProblemRun, source, chain: int, current: Particle, rng) -> Particle:
-        key = chain_key(run.index, chain, run.state["step"])
+        k = chain_key(run.index, chain, run.state.step)
         keep = 0
         if self.proposal == "suffix":
             size = sites_of(current)
             u = rng.uniform([i / size for i in range(1, size)])
             keep = min(int(u * size), size - 1)
-        return restarted(current, keep, key, source(*key))
+        return restarted(current, keep, k, source(*k))
 
     def finish(self, run: ProblemRun) -> Posterior:
-        state = run.state
+        state: MHState = run.state
         particles = [
-            WeightedParticle(
-                p.value, 0.0 if p.log_weight > -math.inf else -math.inf, p.sites, p.status, p.error
-            )
-            for chain in state["samples"]
+            weighted(p, 0.0 if p.log_weight > -math.inf else -math.inf)
+            for chain in state.samples
             for p in chain
         ]
-        diagnostics = Diagnostics(
-            algorithm=self.name,
-            particles=len(particles),
-            steps=state["step"],
-            tokens_in=state["tokens"][0],
-            tokens_out=state["tokens"][1],
-            engine_calls=run.engine_calls,
-            wall_time=time.perf_counter() - run.started,
-            dead=sum(p.status == DEAD for p in particles),
-            deaths=list(run.deaths),
-            extra={
-                "acceptance": [a / self.steps for a in state["accepted"]],
-                "chains": self.chains,
-                "proposal": self.proposal,
-            },
+        summary = diagnostics(
+            self.name,
+            run,
+            particles,
+            steps=state.step,
+            acceptance=[a / self.steps for a in state.accepted],
+            chains=self.chains,
+            proposal=self.proposal,
         )
-        return Posterior(particles, None, diagnostics)
+        return Posterior(particles, None, summary)
 
 
 SPEC = AlgorithmSpec(

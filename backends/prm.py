@@ -9,7 +9,7 @@ it once.
 
 The aggregations, and the target each gives a program that twists by the reward at every
 step and scores it at the end (``twist prm.log_reward(problem, steps)`` in the loop, then
-``score prm.log_reward(problem, steps)``; DESIGN.md §2)::
+``score prm.log_reward(problem, steps)``; docs/design.md §1)::
 
     aggregate  reward            target over solutions x = (x_1..x_T)
     prod       Σ_t log r_t       p(x) · Π_t r_t   every step right, steps judged independently

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import MissingRandomnessError
-from .interfaces import GenRequest, ScoreRequest
-from .randomness import Randomness, SeededRandomness, categorical
+from .interfaces import GenRequest, engine_method
+from .randomness import Randomness, SeededRandomness, Stream, categorical
 
 _STACK: ContextVar[tuple[Messenger, ...]] = ContextVar("ppl_handler_stack", default=())
 
@@ -133,38 +133,82 @@ def apply_stack(msg: Message) -> Any:
     return msg.value
 
 
-def _run_directly(msg: Message) -> None:
-    """Default semantics of a site: resolve it synchronously, one request at a time."""
+def resolve_site(msg: Message, answers: list, answer: Callable[[Need | Draw], Any]) -> None:
+    """Resolve a choice site: the one loop every interpreter runs a site through.
+
+    The site's resolver is fed ``answers`` (what it received so far, replayed or new); each
+    time it asks for something more — an engine request (``Need``) or a local draw
+    (``Draw``) — ``answer`` supplies it (or raises, to suspend the run there). Direct
+    execution, the scheduler's replay and exact enumeration differ only in ``answer``.
+    """
     if msg.resolve is None:
         msg.done = True
         return
     while True:
-        step = msg.resolve(msg.results)
+        step = msg.resolve(answers)
         if isinstance(step, Done):
             msg.value, msg.log_weight, msg.done = step.value, step.log_weight, True
             return
+        if not isinstance(step, (Need, Draw)):
+            raise TypeError(f"the resolver of a `{msg.kind}` site returned {step!r}: not Need, Draw or Done")
+        answers.append(answer(step))
+
+
+def _run_directly(msg: Message) -> None:
+    """Default semantics of a site: resolve it synchronously, one request at a time."""
+
+    def answer(step: Need | Draw):
         if msg.rng is None:
             raise MissingRandomnessError(
                 f"a `{msg.kind}` site needs randomness: run the program under an inference "
                 "algorithm, or wrap the call in `with ppl.seed(rng_seed=0):`"
             )
-        msg.results.append(answer_directly(step, msg.rng))
+        return answer_directly(step, msg.rng)
+
+    resolve_site(msg, msg.results, answer)
 
 
-def answer_directly(step: Need | Draw, rng: Randomness) -> Any:
-    """Answer one Need (a single-request engine call) or Draw (a local draw)."""
+def answer_directly(step: Need | Draw, rng: Randomness | None) -> Any:
+    """Answer one Need (its own engine call) or Draw (a local draw)."""
     if isinstance(step, Draw):
         return draw(step, rng)
     request = step.request
-    if isinstance(request, tuple):
-        return step.model.logprob(list(request))
-    if isinstance(request, GenRequest):
-        if request.seed is None:
-            request = replace(request, seed=int(rng.uniform() * 2**31))
-        return step.model.generate([request])[0][0]
-    if isinstance(request, ScoreRequest):
-        return step.model.logprob([request])[0]
-    return step.model.reward([request])[0]
+    if isinstance(request, GenRequest) and request.seed is None:
+        request = replace(request, seed=int(rng.uniform() * 2**31))
+    return request.take(list(getattr(step.model, engine_method(request))(list(request.parts()))))
+
+
+class Weigher:
+    """The running log weight of one run — the one place weights are summed and zero decided.
+
+    ``total`` is log γ/q so far (scores, conditions, observations, proposal corrections);
+    ``twist`` the current step's twist, which the caller clears at each barrier. ``add``
+    returns why the run must die, or None: a weight of zero (a failed condition, a score or
+    twist of −∞ — a twist of −∞ declares that the prefix has no valid completion, exactly as
+    ``condition(False)`` would), or a log weight that overflowed to +∞ or became NaN (scores
+    that are each finite but sum past the float range), which no weight can represent.
+    """
+
+    def __init__(self):
+        self.total = 0.0
+        self.twist = 0.0
+
+    def add(self, msg: Message, position: int) -> str | None:
+        if msg.kind == "twist":
+            self.twist += msg.log_weight
+        else:
+            self.total += msg.log_weight
+        weight = self.total + self.twist
+        if weight == -math.inf:
+            if msg.kind == "condition" and msg.args.get("reason"):
+                return msg.args["reason"]
+            return f"{msg.kind} at site {position} gave weight zero"
+        if math.isnan(weight) or weight == math.inf:
+            return (
+                f"the log weight overflowed to {weight} at site {position} ({msg.kind}): "
+                "scores summed past the float range"
+            )
+        return None
 
 
 def draw(step: Draw, rng: Randomness) -> Any:
@@ -203,7 +247,7 @@ class seed(Messenger):
 
     def process_message(self, msg: Message) -> None:
         if msg.resolve is not None and msg.rng is None:
-            msg.rng = SeededRandomness(self.rng_seed, self._count)
+            msg.rng = SeededRandomness(Stream.SEED_HANDLER, self.rng_seed, self._count)
             self._count += 1
 
 
@@ -212,23 +256,27 @@ class trace(Messenger):
 
     ``trace.log_weight`` is log γ(τ)/q(τ) for the run: the importance weight of one
     direct execution. Twists are recorded as sites but not counted: they never change
-    the program's target.
+    the program's target — except a twist of −∞, which zeroes the run as it does under
+    every interpreter. ``trace.death`` says why a run has weight zero (None otherwise).
     """
 
     def __enter__(self):
         self.sites: list[Site] = []
+        self.death: str | None = None
+        self._weights = Weigher()
         return super().__enter__()
 
     def postprocess_message(self, msg: Message) -> None:
         self.sites.append(Site(msg.kind, msg.value, msg.log_weight, msg.args))
+        if msg.kind == "barrier":
+            self._weights.twist = 0.0
+        reason = self._weights.add(msg, len(self.sites) - 1)
+        if reason is not None and self.death is None:
+            self.death = reason
 
     @property
     def log_weight(self) -> float:
-        total = 0.0
-        for site in self.sites:
-            if site.kind != "twist":
-                total += site.log_weight
-        return total if not math.isnan(total) else -math.inf
+        return -math.inf if self.death is not None else self._weights.total
 
     def get_trace(self, *args, **kwargs) -> list[Site]:
         """Run the wrapped function and return its sites."""

@@ -13,22 +13,50 @@ from collections.abc import Callable, Iterable
 
 from .posterior import Diagnostics, Posterior, WeightedParticle, log_mean_exp
 from .program import as_program
-from .randomness import SeededSource, Source
+from .randomness import SeededSource, Source, Stream, key
 from .scheduler import DEAD, Particle, ProblemRun, RunStats, Scheduler
 from .settings import Setting
 
 
 def particle_key(problem: int, generation: int, index: int) -> tuple[int, ...]:
     """Randomness key of particle ``index`` born at ``generation`` (0 = start, t+1 = after step t)."""
-    return (0, problem, generation, index)
+    return key(Stream.PARTICLE, problem, generation, index)
 
 
 def algorithm_key(problem: int, step: int) -> tuple[int, ...]:
-    """Randomness key of the algorithm's own decisions for ``problem`` at ``step``."""
-    return (1, problem, step)
+    """Randomness key of the resampling decisions for ``problem`` at ``step``."""
+    return key(Stream.RESAMPLING, problem, step)
+
+
+def diagnostics(
+    algorithm: str, run: ProblemRun, particles: list[WeightedParticle], *, steps: int | None = None, **extra
+) -> Diagnostics:
+    """The one place a problem's ``Diagnostics`` are built: from the scheduler's record of
+    the run (ESS and resampling per barrier, engine calls, tokens, deaths, wall time) and
+    the particles the interpreter returns; ``extra`` holds what only this interpreter knows."""
+    return Diagnostics(
+        algorithm=algorithm,
+        particles=len(particles),
+        ess=list(run.ess),
+        resampled=list(run.resampled),
+        steps=run.step if steps is None else steps,
+        tokens_in=run.tokens_in,
+        tokens_out=run.tokens_out,
+        engine_calls=run.engine_calls,
+        wall_time=time.perf_counter() - run.started,
+        dead=sum(p.status == DEAD for p in particles),
+        deaths=list(run.deaths),
+        extra=extra,
+    )
 
 
 PROBLEM_ID = Setting("id", int, minimum=0)
+
+
+def weighted(particle: Particle, log_weight: float | None = None) -> WeightedParticle:
+    """What a Posterior keeps of a particle: its value, weight (its own unless given), sites and fate."""
+    weight = particle.log_weight if log_weight is None else log_weight
+    return WeightedParticle(particle.value, weight, particle.sites, particle.status, particle.error)
 
 
 class Results(list):
@@ -45,8 +73,8 @@ class Algorithm:
 
     def start(self, run: ProblemRun, source: Source) -> None:
         run.particles = [
-            Particle(run.index, key, source(*key))
-            for key in (particle_key(run.index, 0, i) for i in range(self.particles))
+            Particle(run.index, k, source(*k))
+            for k in (particle_key(run.index, 0, i) for i in range(self.particles))
         ]
 
     def at_barrier(self, run: ProblemRun, source: Source) -> None:
@@ -61,23 +89,8 @@ class Algorithm:
         return log_mean_exp([p.log_weight for p in run.particles])
 
     def finish(self, run: ProblemRun) -> Posterior:
-        particles = [
-            WeightedParticle(p.value, p.log_weight, p.sites, p.status, p.error) for p in run.particles
-        ]
-        diagnostics = Diagnostics(
-            algorithm=self.name,
-            particles=len(run.particles),
-            ess=list(run.ess),
-            resampled=list(run.resampled),
-            steps=run.step,
-            tokens_in=sum(p.tokens_in for p in run.particles),
-            tokens_out=sum(p.tokens_out for p in run.particles),
-            engine_calls=run.engine_calls,
-            wall_time=time.perf_counter() - run.started,
-            dead=sum(p.status == DEAD for p in run.particles),
-            deaths=list(run.deaths),
-        )
-        return Posterior(particles, self.log_evidence(run), diagnostics)
+        particles = [weighted(p) for p in run.particles]
+        return Posterior(particles, self.log_evidence(run), diagnostics(self.name, run, particles))
 
     def run(
         self,

@@ -1,9 +1,15 @@
 """The interfaces between the core and the engines.
 
 Everything an interpreter asks of the outside world is one of three requests — generate a
-segment, score an existing continuation, or evaluate a reward — and every backend answers
-lists of them at once. Particle state is token ids: prompts and continuations are tuples of
-ints, and text is only decoded for display and text-based rewards.
+segment, score an existing continuation, or evaluate a reward — or a declared batch of
+them (``ScoreBatch``), and every backend answers lists of them at once. Each request type
+names the engine method that answers it (``method``), splits into the parts that method
+takes (``parts``), and turns the method's answers for those parts into the site's answer
+(``take``): the scheduler, direct execution and exact enumeration all dispatch through
+these, so a new request type is one class here and an unknown one is an error.
+
+Particle state is token ids: prompts and continuations are tuples of ints, and text is
+only decoded for display and text-based rewards.
 """
 
 from __future__ import annotations
@@ -11,10 +17,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 FINISH_REASONS = ("eos", "stop", "length")
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -35,15 +45,37 @@ class GenRequest:
     n: int = 1
     group: int | None = None
 
+    method: ClassVar[str] = "generate"
+
     def __post_init__(self):
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
-        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
-            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
-        if self.n < 1:
-            raise ValueError(f"n must be at least 1, got {self.n}")
+        if not _is_count(self.max_tokens) or self.max_tokens < 1:
+            raise ValueError(
+                f"max_tokens must be at least 1 (a whole number of tokens), got {self.max_tokens!r}"
+            )
+        if (
+            isinstance(self.temperature, bool)
+            or not isinstance(self.temperature, (int, float))
+            or not (self.temperature >= 0 and math.isfinite(self.temperature))
+        ):
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        if not _is_count(self.n) or self.n < 1:
+            raise ValueError(f"n must be at least 1 (a whole number), got {self.n!r}")
         if any(not s for s in self.stop):
             raise ValueError("stop strings must be non-empty")
+
+    def parts(self) -> tuple[GenRequest, ...]:
+        return (self,)
+
+    def take(self, answers: list) -> Segment:
+        """The site's answer: the first segment generated for this request."""
+        return answers[0][0]
+
+    def grouped(self, group: int) -> GenRequest:
+        return replace(self, group=group)
+
+    def tokens(self, answer: list[Segment]) -> tuple[int, int]:
+        """(prompt tokens, generated tokens) of one answered part, end-of-sequence included."""
+        return len(self.prompt), sum(len(s) + s.eos for s in answer)
 
 
 @dataclass(frozen=True)
@@ -82,12 +114,72 @@ class ScoreRequest:
     temperature: float = 1.0
     group: int | None = None
 
+    method: ClassVar[str] = "logprob"
+
+    def parts(self) -> tuple[ScoreRequest, ...]:
+        return (self,)
+
+    def take(self, answers: list) -> float:
+        return answers[0]
+
+    def grouped(self, group: int) -> ScoreRequest:
+        return replace(self, group=group)
+
+    def tokens(self, answer: float) -> tuple[int, int]:
+        return len(self.prompt) + len(self.continuation) + self.eos, 0
+
+
+@dataclass(frozen=True)
+class ScoreBatch:
+    """Several continuations scored for one site (``select``'s options), in one engine call.
+
+    Its answer is the tuple of their log-probabilities, in order.
+    """
+
+    requests: tuple[ScoreRequest, ...]
+
+    method: ClassVar[str] = "logprob"
+
+    def parts(self) -> tuple[ScoreRequest, ...]:
+        return self.requests
+
+    def take(self, answers: list) -> tuple[float, ...]:
+        return tuple(answers)
+
+    def grouped(self, group: int) -> ScoreBatch:
+        return ScoreBatch(tuple(r.grouped(group) for r in self.requests))
+
 
 @dataclass(frozen=True)
 class RewardRequest:
     """Arguments of one reward-model call; hashable so that rewards can be memoised."""
 
     args: tuple
+
+    method: ClassVar[str] = "reward"
+
+    def parts(self) -> tuple[RewardRequest, ...]:
+        return (self,)
+
+    def take(self, answers: list) -> Any:
+        return answers[0]
+
+    def grouped(self, group: int) -> RewardRequest:
+        return self  # a reward is memoised by its arguments alone
+
+    def tokens(self, answer: float) -> tuple[int, int]:
+        return 0, 0
+
+
+def engine_method(request) -> str:
+    """The name of the engine method that answers ``request``; ``TypeError`` for an unknown type."""
+    method = getattr(type(request), "method", None)
+    if not isinstance(method, str) or not hasattr(request, "parts") or not hasattr(request, "take"):
+        raise TypeError(
+            f"{type(request).__name__} is not a request an engine answers: a site may ask for a "
+            "GenRequest, ScoreRequest, ScoreBatch or RewardRequest"
+        )
+    return method
 
 
 @dataclass

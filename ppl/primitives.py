@@ -1,4 +1,4 @@
-"""The primitives a program is written with (DESIGN.md §2).
+"""The primitives a program is written with (docs/design.md, "Semantics").
 
 Each primitive builds a ``Message`` and sends it through the handler stack. Choice sites
 (``gen``, ``select``, ``sample``, ``reward``) carry a *resolver*: a pure function from the
@@ -15,8 +15,10 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
+
 from .handlers import Done, Draw, Message, Need, apply_stack
-from .interfaces import GenRequest, RewardRequest, ScoreRequest, Segment
+from .interfaces import GenRequest, RewardRequest, ScoreBatch, ScoreRequest, Segment
 
 DEFAULT_MAX_TOKENS = 256
 
@@ -37,6 +39,12 @@ def _token_ids(context, what: str) -> tuple[int, ...]:
 
 
 def _log_weight(value, what: str) -> float:
+    """A log weight as a float: a real number (or a 0-d array of one), finite or −∞.
+
+    Text and booleans are refused rather than coerced (``score("1.5")`` is a mistake, not 1.5).
+    """
+    if isinstance(value, (str, bytes, bool, np.bool_)) or str(getattr(value, "dtype", "")) == "bool":
+        raise TypeError(f"{what} needs a number (a log weight), got {type(value).__name__}")
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -44,6 +52,11 @@ def _log_weight(value, what: str) -> float:
     if math.isnan(value) or value == math.inf:
         raise ValueError(f"{what} needs a finite log weight or -inf, got {value}")
     return value
+
+
+def _count(value):
+    """An integer given as a numpy integer becomes an int; anything else is checked by the request."""
+    return int(value) if isinstance(value, np.integer) else value
 
 
 def gen(
@@ -65,9 +78,9 @@ def gen(
     stop = (stop,) if isinstance(stop, str) else tuple(stop)
     request = GenRequest(
         prompt=_token_ids(context, "gen"),
-        max_tokens=int(max_tokens),
+        max_tokens=_count(max_tokens),
         stop=stop,
-        temperature=float(temperature),
+        temperature=temperature,
     )
 
     def resolve(results):
@@ -101,7 +114,7 @@ def select(lm, context: Sequence[int], options: Sequence[str]) -> str:
 
     def resolve(results):
         if not results:
-            return Need(lm, tuple(ScoreRequest(prompt, tuple(lm.encode(o))) for o in options))
+            return Need(lm, ScoreBatch(tuple(ScoreRequest(prompt, tuple(lm.encode(o))) for o in options)))
         if len(results) == 1:
             if not any(math.isfinite(x) for x in results[0]):
                 return Done(None, -math.inf)

@@ -6,8 +6,8 @@ draw on [0, 1) whose *use* the caller promises depends only on which interval be
 sorted ``breaks`` it falls in. A seeded source ignores the breaks and draws. The exhaustive
 source instead runs a computation once per interval sequence (depth-first, by
 re-execution) and reports each outcome with its exact probability — so the real code of
-an interpreter, not a model of it, has its output law computed exactly (TESTING.md,
-technique 2).
+an interpreter, not a model of it, has its output law computed exactly (docs/design.md,
+"How distributions are tested", technique 2).
 
 Example::
 
@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -28,6 +29,30 @@ import numpy as np
 from .errors import NotEnumerableError
 
 _MIN_INTERVAL = 1e-15
+
+
+@enum.unique
+class Stream(enum.IntEnum):
+    """The namespaces of randomness keys: the first element of every key an interpreter asks
+    a ``Source`` for. Each stream of draws is keyed ``(Stream.X, problem, …)``, so two
+    purposes can never share a stream by accident (a collision would silently correlate
+    them). The values are part of the seeded outputs: never renumber one, only add.
+    """
+
+    PARTICLE = 0  # particles of IS/SMC: (problem, generation, index)
+    RESAMPLING = 1  # SMC's ancestor draws: (problem, step)
+    MH_CHAIN = 5  # MH proposals: (problem, chain, step)
+    MH_DECISION = 6  # MH positions (0) and acceptances (1): (problem, step, what)
+    GIBBS_PARTICLE = 7  # particle Gibbs particles: (problem, sweep, generation, index)
+    GIBBS_ANCESTORS = 8  # particle Gibbs ancestor choices: (problem, sweep, step + 1 or 0)
+    GIBBS_REJUVENATION = 9  # rejuvenation moves: (problem, sweep, move, what)
+    BEAM = 10  # beam search / DVTS children: (problem, generation, subtree, index)
+    SEED_HANDLER = 11  # ``ppl.seed`` direct execution: (rng_seed, site count); no Source involved
+
+
+def key(stream: Stream, *parts: int) -> tuple[int, ...]:
+    """A randomness key in ``stream``: ``(stream, *parts)``."""
+    return (int(stream), *parts)
 
 
 class Randomness(Protocol):

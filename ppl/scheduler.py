@@ -33,8 +33,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import EngineError
-from .handlers import Done, Message, Messenger, Need, Site, draw, only
-from .interfaces import GenRequest, ScoreRequest
+from .handlers import Draw, Message, Messenger, Need, Site, Weigher, draw, only, resolve_site
+from .interfaces import GenRequest, engine_method
 from .program import Program
 from .randomness import Randomness, Source
 
@@ -76,31 +76,17 @@ class Particle:
     error: str | None = None
     sites: list[Site] = field(default_factory=list)
     increments: list[float] = field(default_factory=list)
-    tokens_in: int = 0
-    tokens_out: int = 0
-    replayed: int = (
-        0  # record entries the last replay consumed (all of them, except for a replayed reference)
-    )
+    replayed: int = 0  # record entries the last replay consumed (all, except for a replayed reference)
 
     def clone(self, key: tuple[int, ...], rng: Randomness) -> Particle:
         """A copy that shares nothing mutable, with its own key and randomness."""
-        return Particle(
-            problem=self.problem,
+        return replace(
+            self,
             key=key,
             rng=rng,
             records=[list(answers) for answers in self.records],
-            barriers_passed=self.barriers_passed,
-            log_weight=self.log_weight,
-            anchor=self.anchor,
-            status=self.status,
-            need=self.need,
-            value=self.value,
-            error=self.error,
             sites=list(self.sites),
             increments=list(self.increments),
-            tokens_in=self.tokens_in,
-            tokens_out=self.tokens_out,
-            replayed=self.replayed,
         )
 
 
@@ -112,21 +98,20 @@ class Resume(Messenger):
         self.particle = particle
         self.choice_index = 0
         self.barriers = 0
-        self.total = 0.0
-        self.twist = 0.0
+        self.weights = Weigher()
         self.sites: list[Site] = []
 
     def untwist(self) -> None:
         """At a barrier the previous step's twist is divided back out."""
-        self.twist = 0.0
+        self.weights.twist = 0.0
 
     def log_weight_at_barrier(self) -> float:
         """The run's log weight under the intermediate (twisted) target."""
-        return self.total + self.twist
+        return self.weights.total + self.weights.twist
 
     def log_weight_at_end(self) -> float:
         """The run's log weight under the program's target: no twist is left in it."""
-        return self.total
+        return self.weights.total
 
     def process_message(self, msg: Message) -> None:
         if msg.kind == "barrier":
@@ -144,24 +129,19 @@ class Resume(Messenger):
             records.append([])
         answers = records[self.choice_index]
         self.choice_index += 1
-        while True:
-            step = msg.resolve(answers)
-            if isinstance(step, Done):
-                msg.value, msg.log_weight, msg.done = step.value, step.log_weight, True
-                return
-            if isinstance(step, Need):
-                raise _Suspend(step)
-            answers.append(draw(step, self.particle.rng))
+        resolve_site(msg, answers, self.answer)
+
+    def answer(self, step: Need | Draw):
+        """A local draw is made at once; an engine request suspends the particle."""
+        if isinstance(step, Need):
+            raise _Suspend(step)
+        return draw(step, self.particle.rng)
 
     def postprocess_message(self, msg: Message) -> None:
         self.sites.append(Site(msg.kind, msg.value, msg.log_weight, msg.args))
-        if msg.kind == "twist":
-            self.twist += msg.log_weight
-        else:
-            self.total += msg.log_weight
-        if self.total == -math.inf:
-            reason = msg.args.get("reason") if msg.kind == "condition" else None
-            raise _Killed(reason or f"{msg.kind} at site {len(self.sites) - 1} gave weight zero")
+        reason = self.weights.add(msg, len(self.sites) - 1)
+        if reason is not None:
+            raise _Killed(reason)
 
 
 def update_weight(particle: Particle, total: float) -> None:
@@ -213,7 +193,9 @@ class ProblemRun:
     engine_calls: int = 0
     started: float = field(default_factory=time.perf_counter)
     deaths: list[str] = field(default_factory=list)
-    state: dict = field(default_factory=dict)
+    tokens_in: int = 0
+    tokens_out: int = 0
+    state: Any = None  # the interpreter's own bookkeeping for this problem (a dataclass of its own)
 
     def settled(self) -> bool:
         return all(p.status in (AT_BARRIER, FINISHED, DEAD) for p in self.particles)
@@ -229,14 +211,6 @@ class RunStats:
 
     def total_calls(self, kind: str | None = None) -> int:
         return sum(n for (_, k), n in self.calls.items() if kind is None or k == kind)
-
-
-def _kind(request) -> str:
-    if isinstance(request, GenRequest):
-        return "generate"
-    if isinstance(request, (ScoreRequest, tuple)):
-        return "logprob"
-    return "reward"
 
 
 def _model_name(model) -> str:
@@ -302,52 +276,50 @@ class Scheduler:
         return bool(restart is not None and restart(run, self.source))
 
     def _dispatch(self, active: list[ProblemRun], completed: dict) -> None:
-        """Answer every waiting particle's request with one backend call per (model, kind)."""
+        """Answer every waiting particle's request with one backend call per (model, method).
+
+        A request names its engine method and the parts that method takes; the answers to a
+        particle's parts become its site's answer through the request's ``take``. Every part
+        answered is counted once, in its problem's token counters.
+        """
         groups: dict[tuple[int, str], list[Particle]] = defaultdict(list)
         models = {}
         for run in active:
             for particle in run.particles:
                 if particle.status == WAITING:
-                    key = (id(particle.need.model), _kind(particle.need.request))
+                    key = (id(particle.need.model), engine_method(particle.need.request))
                     groups[key].append(particle)
                     models[key[0]] = particle.need.model
         runs = {run.index: run for run in active}
-        for (model_id, kind), particles in groups.items():
+        for (model_id, method), particles in groups.items():
             model = models[model_id]
-            requests, owners = [], []
+            parts, owners = [], []
             for particle in particles:
                 request = particle.need.request
-                if kind == "generate" and request.seed is None:
+                if isinstance(request, GenRequest) and request.seed is None:
                     seed = self.source.engine_seed(
                         *particle.key, len(particle.records), len(particle.records[-1])
                     )
                     request = replace(request, seed=seed)
-                batch = list(request) if isinstance(request, tuple) else [request]
-                if kind != "reward":
-                    batch = [replace(r, group=particle.problem) for r in batch]
-                requests.extend(batch)
-                owners.append((particle, len(batch), isinstance(request, tuple)))
-            answers = self._call(model, kind, requests, completed)
-            self.stats.calls[(_model_name(model), kind)] += 1
-            self.stats.batch_sizes[(_model_name(model), kind)].append(len(requests))
-            position = 0
-            for particle, count, is_tuple in owners:
-                chunk = answers[position : position + count]
-                batch = requests[position : position + count]
-                position += count
-                if kind == "generate":
-                    particle.tokens_in += sum(len(r.prompt) for r in batch)
-                    particle.tokens_out += sum(len(s) + s.eos for s in chunk[0])
-                    chunk = [chunk[0][0]]
-                elif kind == "logprob":
-                    particle.tokens_in += sum(len(r.prompt) + len(r.continuation) + r.eos for r in batch)
-                particle.records[-1].append(tuple(chunk) if is_tuple else chunk[0])
+                request = request.grouped(particle.problem)
+                owners.append((particle, request, len(parts)))
+                parts.extend(request.parts())
+            answers = self._call(model, method, parts, completed)
+            self.stats.calls[(_model_name(model), method)] += 1
+            self.stats.batch_sizes[(_model_name(model), method)].append(len(parts))
+            for particle, request, start in owners:
+                own = answers[start : start + len(request.parts())]
+                run = runs[particle.problem]
+                for part, answer in zip(request.parts(), own):
+                    tokens_in, tokens_out = part.tokens(answer)
+                    run.tokens_in += tokens_in
+                    run.tokens_out += tokens_out
+                particle.records[-1].append(request.take(own))
                 particle.status, particle.need = RUNNING, None
             for index in {p.problem for p in particles}:
                 runs[index].engine_calls += 1
 
-    def _call(self, model, kind: str, requests: list, completed: dict) -> list:
-        method = kind  # the kinds are the interface's method names
+    def _call(self, model, method: str, requests: list, completed: dict) -> list:
         try:
             answers = getattr(model, method)(requests)
         except Exception as error:

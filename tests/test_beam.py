@@ -1,4 +1,4 @@
-"""Beam search and DVTS: invariant 11 (TESTING.md) and the mutant that claims proper weights.
+"""Beam search and DVTS: invariant 11 (docs/design.md §5) and the mutant that claims proper weights.
 
 * k ≥ the frontier keeps every distinct run, so the answer is the argmax of the weight over
   all sequences (exact: the expansion is wide enough that every child is sampled, and the
@@ -54,7 +54,7 @@ class ClaimedProperlyWeighted(BeamSearch):
     """The mutant: beam search whose weights are read as importance weights."""
 
     def log_evidence(self, run):
-        kept = [p for _, p in run.state["kept"]]
+        kept = [p for _, p in run.state.kept]
         return log_mean_exp([p.log_weight for p in kept + run.particles])
 
 

@@ -1,4 +1,4 @@
-"""Seeded Monte Carlo checks with sound tolerances (TESTING.md technique 3).
+"""Seeded Monte Carlo checks with sound tolerances (docs/design.md §5, technique 3).
 
 Invariant 9: the weighted particle law approaches π as N grows. Invariant 3 (samples):
 with zero reward, SMC's outputs follow the LM. For n iid draws over K outcomes, the total

@@ -2,7 +2,7 @@
 
 From every reference path x, one sweep of the real ``ParticleGibbs`` code is run with all
 of its randomness enumerated; the law of the next reference is the sweep kernel K(x, ·).
-Invariant 10 (TESTING.md): π K = π for N ≥ 2, to 1e-10 — with twists, rewards at several
+Invariant 10 (docs/design.md §5): π K = π for N ≥ 2, to 1e-10 — with twists, rewards at several
 β, early EOS (finished references) and rejuvenation moves. The mutant that weights the
 reference by its *final* weight at every barrier (a real bug in a peer library) must fail
 by more than 1e-3.
@@ -93,7 +93,7 @@ def test_rejuvenation_keeps_the_posterior_invariant():
 def test_mutant_reference_weighted_by_its_final_weight_fails(monkeypatch):
     """its_hub's bug: the reference weighted by its final score at every step."""
     monkeypatch.setattr(
-        ParticleGibbs, "reference_log_weight", lambda self, run, reference: run.state["reference_total"]
+        ParticleGibbs, "reference_log_weight", lambda self, run, reference: run.state.reference_total
     )
     errors = [error(*sweep_kernel(tiny)[1:]) for tiny in CASES[:2]]
     assert max(errors) > 1e-3, errors

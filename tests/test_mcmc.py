@@ -2,11 +2,11 @@
 
 The real ``MH`` interpreter runs one step from every state x of a tiny program with all
 of its randomness enumerated (``exact_law``): that is the exact transition kernel K(x, ·)
-of the code, not of a model of it. Invariants (TESTING.md):
+of the code, not of a model of it. Invariants (docs/design.md §5):
 
 * 1 — π K = π and detailed balance π(x)K(x,y) = π(y)K(y,x), to 1e-10;
 * 2 — M seeded chains × T steps of the batched run vs μ₀ Kᵀ: total variation below
-  ε = sqrt((k ln 2 + ln(1/δ)) / 2M) with δ = 1e-6 (TESTING.md technique 3);
+  ε = sqrt((k ln 2 + ln(1/δ)) / 2M) with δ = 1e-6 (docs/design.md §5, technique 3);
 * 12 — a max-tokens truncation: the chain's law is π conditioned on length ≤ max, to 1e-10;
 * 13 — power sampling p^α with a tempered proposal and the exact correction, to 1e-10.
 

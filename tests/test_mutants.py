@@ -46,7 +46,9 @@ def test_mutant_resampling_with_uniform_weights_fails(monkeypatch):
 
 
 def test_mutant_missing_final_untwist_fails(monkeypatch):
-    monkeypatch.setattr(scheduler.Resume, "log_weight_at_end", lambda self: self.total + self.twist)
+    monkeypatch.setattr(
+        scheduler.Resume, "log_weight_at_end", lambda self: self.weights.total + self.weights.twist
+    )
     assert worst_bias(SMC(2, resample="multinomial", ess_threshold=1.0)) > 1e-3
 
 

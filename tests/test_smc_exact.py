@@ -1,6 +1,6 @@
 """Exact tests of SMC and importance sampling: the interpreters' own randomness enumerated.
 
-Invariants (TESTING.md): 3 (zero reward gives the LM exactly: equal weights, Ẑ ≡ 1, no
+Invariants (docs/design.md §5): 3 (zero reward gives the LM exactly: equal weights, Ẑ ≡ 1, no
 resampling), 5 (E[Ẑ] = Z for every scheme and ESS threshold), 6 (E[log Ẑ] ≤ log Z),
 7 (optimal twist and proposal: Ẑ = Z on every run), 14 (final weight = sum of the
 incremental weights). Tolerance 1e-9 throughout: these are equalities in float64.
