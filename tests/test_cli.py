@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import ppl
-from ppl.cli import first_prompt
-from ppl.grammar import load
+from ppl.app import load
+from ppl.app.render import first_prompt
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.tts"))
@@ -28,7 +28,7 @@ INPUTS = {
 
 def tts(*args, cwd=ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "ppl.cli", *map(str, args)],
+        [sys.executable, "-m", "ppl.app.cli", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=120,

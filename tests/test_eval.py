@@ -104,8 +104,8 @@ def _comparable(records: list[dict]) -> list[dict]:
 
 
 def test_tts_eval_writes_results_summary_and_plot(demo, tmp_path, capsys):
-    from ppl.cli import main
-    from ppl.metrics import pass_at_k
+    from ppl.app.cli import main
+    from ppl.app.metrics import pass_at_k
 
     program, tasks = demo
     out = tmp_path / "r.jsonl"
@@ -144,7 +144,7 @@ def test_tts_eval_writes_results_summary_and_plot(demo, tmp_path, capsys):
 
 
 def test_a_resumed_run_equals_an_uninterrupted_one_and_drops_a_cut_line(demo, tmp_path):
-    from ppl.cli import main
+    from ppl.app.cli import main
 
     program, tasks = demo
     full, part = tmp_path / "full.jsonl", tmp_path / "part.jsonl"
@@ -161,7 +161,7 @@ def test_a_killed_tts_eval_resumes_without_loss_or_duplicates(demo, tmp_path):
     import signal
     import time
 
-    from ppl.cli import main
+    from ppl.app.cli import main
 
     program, tasks = demo
     reference, out = tmp_path / "reference.jsonl", tmp_path / "killed.jsonl"
@@ -169,7 +169,7 @@ def test_a_killed_tts_eval_resumes_without_loss_or_duplicates(demo, tmp_path):
     assert main(["eval", *common, "--out", str(reference)]) == 0
     expected = _comparable(_tasks(reference))
 
-    command = [sys.executable, "-m", "ppl.cli", "eval", *common, "--out", str(out)]
+    command = [sys.executable, "-m", "ppl.app.cli", "eval", *common, "--out", str(out)]
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not (out.exists() and out.read_text().count("\n") >= 1):
@@ -188,7 +188,7 @@ def test_a_killed_tts_eval_resumes_without_loss_or_duplicates(demo, tmp_path):
 
 
 def test_eval_bad_input(demo, tmp_path, capsys):
-    from ppl.cli import main
+    from ppl.app.cli import main
 
     program, tasks = demo
     out = tmp_path / "r.jsonl"
