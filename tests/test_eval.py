@@ -213,3 +213,39 @@ def test_eval_bad_input(demo, tmp_path, capsys):
     assert main([*base, "--data", str(tasks), "--budgets", "1"]) == 0
     assert main([*base, "--data", str(tasks), "--budgets", "1", "--seed", "5"]) == 1
     assert "another run" in capsys.readouterr().err
+
+
+def test_run_and_eval_lines_share_one_schema(demo, tmp_path, capsys):
+    from ppl.app.cli import main
+    from ppl.app.evaluate import read_results, summarise
+
+    program, tasks = demo
+    ran, evaluated = tmp_path / "run.jsonl", tmp_path / "eval.jsonl"
+    assert main(["run", str(program), "--input", "2+3?", "--out", str(ran), "--no-progress"]) == 0
+    assert (
+        main(
+            ["eval", str(program), "--data", str(tasks), "--out", str(evaluated), "--budgets", "4"]
+            + ["--no-progress", "--no-plot"]
+        )
+        == 0
+    )
+    (run,) = [json.loads(line) for line in ran.read_text().splitlines()]
+    task = _tasks(evaluated)[0]
+    common = {"schema", "answer", "majority", "answers", "error", "reasons", "log_evidence", "evidence"}
+    common |= {"final_ess", "ess", "resampled", "tokens_in", "tokens_out", "engine_calls", "wall_time"}
+    common |= {"diagnostics"}
+    assert common <= set(run) and common <= set(task)
+    assert run["schema"] == task["schema"] == 1 and (run["kind"], task["kind"]) == ("problem", "task")
+    for line in (run, task):
+        assert isinstance(line["ess"], list) and len(line["ess"]) == len(line["resampled"])
+        assert all(isinstance(r, bool) for r in line["resampled"])
+        assert isinstance(line["final_ess"], float) and 0 < line["final_ess"] <= 4
+        assert set(line["diagnostics"]) == {"algorithm", "particles", "steps", "dead", "deaths", "extra"}
+    # the same program, seed, problem and position (0): the same record, whichever command ran it
+    assert task["index"] == 0 and run["input"] == {"problem": "2+3?"}
+    assert {k: run[k] for k in common - {"wall_time"}} == {k: task[k] for k in common - {"wall_time"}}
+    # lines written before the schema field (docs/scaling/results.jsonl) are still read and summarised
+    legacy = tmp_path / "legacy.jsonl"
+    legacy.write_text((ROOT / "docs/scaling/results.jsonl").read_text())
+    rows = summarise(read_results(legacy))
+    assert rows and all(row["tokens_out"] > 0 for row in rows)
