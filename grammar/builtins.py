@@ -186,6 +186,7 @@ FUNCTIONS = MappingProxyType(
 
 def _distribution(class_name: str, convert: Callable):
     def make(**kwargs):
+        # JAX and NumPyro take seconds to import: only when a file samples from a distribution
         import jax.numpy as jnp
         import numpyro.distributions as dist
 
