@@ -12,7 +12,7 @@ Yes among {Yes, No}.
 
     >>> from ppl.backends.judge import Judge
     >>> from ppl.interfaces import RewardRequest
-    >>> from ppl.models import character_lm
+    >>> from ppl.app.models import character_lm
     >>> lm = character_lm("judge-doctest")
     >>> judge = Judge(lm, "Is this right?")
     >>> a, b = judge.reward([RewardRequest(("1+1", "2")), RewardRequest(("1+1", "2"))])

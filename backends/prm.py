@@ -37,7 +37,7 @@ with ``final_only`` (the ``last`` and ``whole`` aggregations), log r_T alone.
     >>> from ppl.backends.judge import Judge
     >>> from ppl.backends.prm import JudgeSteps, ProcessReward
     >>> from ppl.interfaces import RewardRequest
-    >>> from ppl.models import character_lm
+    >>> from ppl.app.models import character_lm
     >>> prm = ProcessReward(JudgeSteps(Judge(character_lm("prm-doctest"), "Right?")), "prod")
     >>> two_steps, one_step = prm.reward(
     ...     [RewardRequest(("1+1?", ["1+1", "=2"])), RewardRequest(("1+1?", ["1+1"]))]

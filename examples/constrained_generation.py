@@ -10,7 +10,7 @@ Run:  python examples/constrained_generation.py
 
 import ppl
 from ppl.algorithms import SMC, enumerate_program
-from ppl.models import demo_lm
+from ppl.app.models import demo_lm
 
 LM = demo_lm("constrained-generation-demo")  # table in ppl/models.py, shared with the .tts twin
 

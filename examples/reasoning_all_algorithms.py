@@ -18,7 +18,7 @@ Run:  python examples/reasoning_all_algorithms.py
 
 import ppl
 from ppl.algorithms import DVTS, MH, SMC, BeamSearch, ImportanceSampling, ParticleGibbs, enumerate_program
-from ppl.models import demo_lm
+from ppl.app.models import demo_lm
 
 LM = demo_lm("reasoning-demo")  # table in ppl/models.py, shared with the .tts twin
 ANSWER = "5"

@@ -11,7 +11,7 @@ Run:  python examples/reward_tilted.py
 
 import ppl
 from ppl.algorithms import SMC, ImportanceSampling, enumerate_program
-from ppl.models import demo_lm
+from ppl.app.models import demo_lm
 
 BETA = 1.5
 LM = demo_lm("reward-tilted-demo")  # table in ppl/models.py, shared with the .tts twin

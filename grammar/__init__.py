@@ -1,8 +1,16 @@
-"""The ``.tts`` textual form of ppl programs (DESIGN.md §5): parse → check → the same IR.
+"""The ``.tts`` textual form of ppl programs (DESIGN.md §5): parse → check → compile to the same IR.
 
-    >>> from ppl.grammar import load
-    >>> module = load('''version 0.1
-    ... use lm = model("reward-tilted-demo")
+The grammar parses, checks and compiles; nothing else. What a file may name beyond the
+language — interpreters, backends, PRM aggregations — comes from a ``Catalog`` the caller
+passes to ``check``, and every ``use`` is resolved to a model object by the caller and
+passed to ``compile``: the grammar imports no interpreter and no engine. The application
+does both for you (``ppl.app.load``); here the pieces are passed by hand:
+
+    >>> from ppl.algorithms import ALGORITHMS
+    >>> from ppl.backends.tabular import TabularLM
+    >>> catalog = Catalog(ALGORITHMS, frozenset({"tabular"}), ("prod",))
+    >>> checked = check('''version 0.1
+    ... use lm = model("words")
     ... program words() -> text {
     ...   let ctx = lm.encode("")
     ...   step (max 3) {
@@ -13,28 +21,34 @@
     ...   return lm.decode(ctx)
     ... }
     ... infer words with smc(particles = 4)
-    ... ''')
+    ... ''', catalog=catalog)
+    >>> sorted(checked.uses)
+    ['lm']
+    >>> lm = TabularLM.bigram({"<s>": {" a": 1, " b": 1}, " a": {"<eos>": 1}, " b": {" a": 1}})
+    >>> module = compile(checked, {"lm": lm})
     >>> module.infer.describe()
     'infer words with smc(particles = 4, ess = 0.5, resample = "multinomial")'
     >>> posterior = module.infer.run([()], seed=0)[0]
-    >>> isinstance(posterior.best(), str)
+    >>> posterior.best() in (" a", " b a")
     True
 
 ``parse`` gives the syntax tree, ``check`` runs every static check (no model is loaded),
-``load`` also resolves the models on a backend and compiles each program to a
-``ppl.Program``. Each takes source text (a ``str``), a file (a ``pathlib.Path``) or bytes. Every problem in the file is reported as a ``TtsError`` whose message reads
-``file.tts:LINE:COL: message``, the line, and a caret.
+``compile`` turns a checked file and its resolved models into ``ppl.Program``s and the
+``infer`` clause, and ``load`` does all three. Each takes source text (a ``str``), a file (a
+``pathlib.Path``) or bytes. Every problem in the file is reported as a ``TtsError`` whose
+message reads ``file.tts:LINE:COL: message``, the line, and a caret.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ppl.program import Program
 
 from . import ast
-from .builtins import make_algorithm
+from .catalog import Catalog
 from .checker import Checked, InferInfo
 from .checker import check as _check
 from .compiler import compile_program
@@ -44,11 +58,14 @@ from .syntax import parse as _parse
 
 __all__ = [
     "LANGUAGE_VERSION",
+    "Catalog",
+    "Checked",
     "Infer",
     "Module",
     "TtsError",
     "TtsRuntimeError",
     "check",
+    "compile",
     "load",
     "parse",
     "read_source",
@@ -69,7 +86,7 @@ class Infer:
     def with_settings(self, **settings) -> Infer:
         """The same clause with some settings replaced (e.g. ``particles`` from the command line)."""
         info = replace(self.info, settings={**self.info.settings, **settings})
-        return Infer(self.program, make_algorithm(info.algorithm, info.settings), info)
+        return Infer(self.program, info.spec.build(info.settings), info)
 
     def run(self, problems, *, seed: int = 0, progress=False):
         """Run the interpreter on the program for each problem; one Posterior per problem."""
@@ -113,70 +130,40 @@ def parse(source: str | Path, filename: str | None = None) -> ast.Module:
     return _parse(text, filename)
 
 
-def check(source: str | Path, filename: str | None = None) -> Checked:
-    """Parse and check without loading any model; ``TtsError`` with every problem found."""
+def check(source: str | Path, filename: str | None = None, *, catalog: Catalog) -> Checked:
+    """Parse and check against ``catalog`` without loading any model; ``TtsError`` with every problem found."""
     text, filename = read_source(source, filename)
-    return _check(_parse(text, filename), text, filename)
+    return _check(_parse(text, filename), text, filename, catalog)
+
+
+def compile(checked: Checked, models: Mapping[str, object]) -> Module:
+    """Compile every program of a checked file, with ``models`` giving the object of each ``use``.
+
+    ``models`` maps every ``use`` name of the file to its model, judge or PRM (resolved by the
+    caller: ``ppl.app.loading`` builds them from a backend). The ``infer`` clause, if any, is
+    built by its interpreter's spec. ``ValueError`` if a ``use`` has no model.
+    """
+    missing = [name for name in checked.uses if name not in models]
+    if missing:
+        raise ValueError(f"no model for the use '{missing[0]}' of {checked.filename}: pass it in models")
+    resolved = {name: models[name] for name in checked.uses}
+    programs = {name: compile_program(checked, name, resolved) for name in checked.programs}
+    infer = None
+    if checked.infer is not None:
+        info = checked.infer
+        infer = Infer(programs[info.program], info.spec.build(info.settings), info)
+    return Module(checked.filename, checked.source, checked, resolved, programs, infer)
 
 
 def load(
     source: str | Path,
     *,
+    catalog: Catalog,
+    models: Mapping[str, object],
     filename: str | None = None,
-    backend: str | None = None,
-    models: dict | None = None,
-    options: dict | None = None,
 ) -> Module:
-    """Check a .tts file or text, resolve its models and compile its programs.
+    """``compile(check(source, catalog=catalog), models)``: a file whose models you already have.
 
-    ``backend`` (e.g. "tabular") overrides the backend of every ``model(...)``; without it each
-    model uses its own ``backend = ...`` or "tabular". ``models`` maps ``use`` names to model
-    objects to use instead of loading them (tests pass their own LMs this way). ``options``
-    go to the backend (engine settings for vllm, ``servers`` for openai). Loading a model
-    starts no engine: engines start on their first request.
+    To resolve the models by name on a backend, use ``ppl.app.load``.
     """
-    text, filename = read_source(source, filename)
-    checked = _check(_parse(text, filename), text, filename)
-    resolved = _resolve_models(checked, backend, dict(models or {}), dict(options or {}))
-    programs = {name: compile_program(checked, name, resolved) for name in checked.programs}
-    infer = None
-    if checked.infer is not None:
-        info = checked.infer
-        infer = Infer(programs[info.program], make_algorithm(info.algorithm, info.settings), info)
-    return Module(filename, text, checked, resolved, programs, infer)
-
-
-def _resolve_models(checked: Checked, backend: str | None, given: dict, options: dict) -> dict:
-    from ppl.backends.judge import Judge
-    from ppl.models import DEFAULT_MODEL, BackendError, judge_prm, load_model, load_prm
-
-    resolved, problems = {}, []
-    loaded: dict[tuple[str, str], object] = {}  # one engine per (model, backend), however many uses name it
-    for name, use in checked.uses.items():
-        if name in given:
-            resolved[name] = given[name]
-        elif use.kind == "model":
-            chosen = backend or use.settings.get("backend") or "tabular"
-            key = (use.settings.get("name") or DEFAULT_MODEL, chosen)
-            try:
-                if key not in loaded:
-                    loaded[key] = load_model(*key, **options)
-                resolved[name] = loaded[key]
-            except BackendError as error:
-                problems.append(Diagnostic(use.settings_pos.get("backend", use.pos), str(error)))
-        elif use.kind == "judge" and use.settings["model"] in resolved:
-            resolved[name] = Judge(resolved[use.settings["model"]], use.settings["question"], name=name)
-        elif use.kind == "prm" and use.settings["model"] is not None:
-            if use.settings["model"] in resolved:
-                lm = resolved[use.settings["model"]]
-                resolved[name] = judge_prm(lm, use.settings["aggregate"], use.settings["question"], name=name)
-        elif use.kind == "prm":
-            try:
-                chosen = backend or use.settings.get("backend") or "tabular"
-                key = (use.settings["name"], chosen, use.settings["aggregate"])
-                resolved[name] = load_prm(*key, **options)
-            except BackendError as error:
-                problems.append(Diagnostic(use.settings_pos.get("name", use.pos), str(error)))
-    if problems:
-        raise TtsError(problems, checked.source)
-    return resolved
+    return compile(check(source, filename, catalog=catalog), models)

@@ -186,6 +186,7 @@ FUNCTIONS = MappingProxyType(
 
 def _distribution(class_name: str, convert: Callable):
     def make(**kwargs):
+        # JAX and NumPyro take seconds to import: only when a file samples from a distribution
         import jax.numpy as jnp
         import numpyro.distributions as dist
 
@@ -378,55 +379,3 @@ DECLARATIONS = MappingProxyType(
         ),
     }
 )
-
-ALGORITHMS = MappingProxyType(
-    {
-        "importance": (Param("particles", _N),),
-        "best_of_n": (Param("particles", _N),),
-        "smc": (Param("particles", _N), Param("ess", _N, 0.5), Param("resample", (TEXT,), "multinomial")),
-        "enumerate": (),
-        "beam": (Param("beams", _N, 4), Param("expand", _N, 4)),
-        "dvts": (Param("subtrees", _N, 4), Param("expand", _N, 4)),
-        "particle_gibbs": (
-            Param("particles", _N, 4),
-            Param("sweeps", _N, 4),
-            Param("burn", _N, 0),
-            Param("rejuvenate", _N, 0),
-        ),
-        "mh": (
-            Param("chains", _N, 4),
-            Param("steps", _N, 10),
-            Param("proposal", (TEXT,), "suffix"),
-            Param("burn", _N, 0),
-        ),
-    }
-)
-
-
-def _whole(value):
-    """A number written in a .tts file as an int when it is whole (the interpreter checks the rest)."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-def make_algorithm(name: str, settings: dict):
-    """The ppl interpreter an ``infer`` clause names, with its settings.
-
-    Raises ``ValueError`` with the interpreter's own message for a bad setting (the checker
-    reports it at the clause's position).
-    """
-    from ppl.algorithms import DVTS, MH, SMC, BeamSearch, Enumeration, ImportanceSampling, ParticleGibbs
-
-    s = {k: _whole(v) for k, v in settings.items()}
-    if name in ("importance", "best_of_n"):
-        return ImportanceSampling(s["particles"])
-    if name == "smc":
-        return SMC(s["particles"], resample=s["resample"], ess_threshold=settings["ess"])
-    if name == "beam":
-        return BeamSearch(beams=s["beams"], expand=s["expand"])
-    if name == "dvts":
-        return DVTS(subtrees=s["subtrees"], expand=s["expand"])
-    if name == "particle_gibbs":
-        return ParticleGibbs(s["particles"], sweeps=s["sweeps"], burn=s["burn"], rejuvenate=s["rejuvenate"])
-    if name == "mh":
-        return MH(chains=s["chains"], steps=s["steps"], proposal=s["proposal"], burn=s["burn"])
-    return Enumeration()

@@ -3,7 +3,8 @@
 The checker resolves names, infers and checks types, binds call arguments to the built-ins'
 signatures (unknown, repeated or missing keyword arguments), checks that random choices
 stand after ``~``, that ``finish`` is inside a step, that every program returns, and that
-the ``use`` and ``infer`` declarations name known backends, algorithms and settings.
+the ``use`` and ``infer`` declarations name known backends, algorithms and settings —
+known from the ``Catalog`` the caller passes: the grammar imports no interpreter or engine.
 
 It does not change the tree: what the compiler needs (the type of each expression, the
 bound arguments of each call) is kept in side tables keyed by node identity.
@@ -13,9 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ppl.settings import AlgorithmSpec, Setting
+
 from . import ast
 from .builtins import (
-    ALGORITHMS,
     DECLARATIONS,
     DISTRIBUTIONS,
     FUNCTIONS,
@@ -25,8 +27,9 @@ from .builtins import (
     SEGMENT_FIELDS,
     TOKENS_LIKE,
     Builtin,
-    make_algorithm,
+    Param,
 )
+from .catalog import Catalog
 from .errors import Diagnostic, TtsError
 from .syntax import LANGUAGE_VERSION
 from .types import (
@@ -79,6 +82,7 @@ class InferInfo:
     algorithm: str
     settings: dict
     pos: ast.Position
+    spec: AlgorithmSpec | None = field(default=None, compare=False, repr=False)  # builds the interpreter
 
     def describe(self) -> str:
         settings = ", ".join(f"{k} = {v!r}".replace("'", '"') for k, v in self.settings.items())
@@ -101,9 +105,9 @@ class Checked:
     calls: dict[int, tuple[Builtin, dict]] = field(repr=False)
 
 
-def check(module: ast.Module, source: str, filename: str) -> Checked:
-    """Check a parsed file; raise ``TtsError`` with every problem found."""
-    checker = _Checker(filename)
+def check(module: ast.Module, source: str, filename: str, catalog: Catalog) -> Checked:
+    """Check a parsed file against ``catalog``; raise ``TtsError`` with every problem found."""
+    checker = _Checker(filename, catalog)
     checked = checker.run(module, source)
     if checker.diagnostics:
         raise TtsError(checker.diagnostics, source)
@@ -117,8 +121,9 @@ def _a(t: Type) -> str:
 
 
 class _Checker:
-    def __init__(self, filename: str):
+    def __init__(self, filename: str, catalog: Catalog):
         self.filename = filename
+        self.catalog = catalog
         self.diagnostics: list[Diagnostic] = []
         self.types: dict[int, Type] = {}
         self.calls: dict[int, tuple[Builtin, dict]] = {}
@@ -215,23 +220,20 @@ class _Checker:
             else:
                 self.error(arg.value.pos, f"the argument '{param.name}' of {value.function} must be a string")
                 return None
-        if value.function in ("model", "prm") and settings.get("backend") is not None:
-            from ppl.models import BACKENDS
-
-            if settings["backend"] not in BACKENDS:
-                self.error(
-                    positions["backend"],
-                    f"unknown backend '{settings['backend']}'; the backends are {', '.join(sorted(BACKENDS))}",
-                )
-                return None
+        backend = settings.get("backend") if value.function in ("model", "prm") else None
+        if backend is not None and backend not in self.catalog.backends:
+            self.error(
+                positions["backend"],
+                f"unknown backend '{backend}'; the backends are {self.catalog.backend_names()}",
+            )
+            return None
         if value.function == "prm" and not self.check_prm(settings, positions, value.pos):
             return None
         return UseInfo(decl.name, value.function, settings, decl.pos, positions)
 
     def check_prm(self, settings: dict, positions: dict, pos: ast.Position) -> bool:
         """A prm names exactly one source (a declared model, or a PRM by name) and a known aggregation."""
-        from ppl.models import PRM_AGGREGATIONS as AGGREGATIONS
-
+        aggregations = self.catalog.prm_aggregations
         if (settings.get("model") is None) == (settings.get("name") is None):
             self.error(
                 pos,
@@ -239,10 +241,10 @@ class _Checker:
                 'each step) or name = "<a PRM model>" (served by vLLM pooling)',
             )
             return False
-        if settings["aggregate"] not in AGGREGATIONS:
+        if settings["aggregate"] not in aggregations:
             self.error(
                 positions.get("aggregate", pos),
-                f"unknown aggregation '{settings['aggregate']}'; the aggregations are {', '.join(AGGREGATIONS)}",
+                f"unknown aggregation '{settings['aggregate']}'; the aggregations are {', '.join(aggregations)}",
             )
             return False
         if settings.get("name") is not None and settings.get("question") is not None:
@@ -263,19 +265,20 @@ class _Checker:
         if decl.program not in programs:
             self.error(decl.program_pos, f"unknown program '{decl.program}'" + _choices(programs))
             ok = False
-        if decl.algorithm not in ALGORITHMS:
+        spec = self.catalog.algorithms.get(decl.algorithm)
+        if spec is None:
             self.error(
                 decl.algorithm_pos,
-                f"unknown algorithm '{decl.algorithm}'; the algorithms are {', '.join(sorted(ALGORITHMS))}",
+                f"unknown algorithm '{decl.algorithm}'; the algorithms are {self.catalog.algorithm_names()}",
             )
             return None
-        params = ALGORITHMS[decl.algorithm]
-        spec = Builtin(decl.algorithm, params, ERROR, "algorithm", None)
-        bound = self.bind(spec, decl.settings, decl.algorithm, decl.algorithm_pos)
+        params = tuple(_param(setting) for setting in spec.settings)
+        signature = Builtin(decl.algorithm, params, ERROR, "algorithm", None)
+        bound = self.bind(signature, decl.settings, decl.algorithm, decl.algorithm_pos)
         if bound is None:
             return None
         settings = {}
-        for param in params:
+        for setting, param in zip(spec.settings, params):
             arg = bound[param.name]
             if not isinstance(arg, ast.Argument):
                 settings[param.name] = arg
@@ -292,34 +295,18 @@ class _Checker:
                 ok = False
                 continue
             settings[param.name] = node.value
-            ok &= self.check_setting(param.name, node)
+            problem = setting.problem(_whole(node.value), name=setting.name, style="tts")
+            if problem is not None:
+                self.error(node.pos, problem)
+                ok = False
         if not ok:
             return None
         try:  # the interpreter validates its settings together (e.g. burn < steps)
-            make_algorithm(decl.algorithm, settings)
+            spec.build(settings)
         except ValueError as error:
             self.error(decl.algorithm_pos, f"{decl.algorithm}(): {error}")
             return None
-        return InferInfo(decl.program, decl.algorithm, settings, decl.pos)
-
-    def check_setting(self, name: str, node) -> bool:
-        value = node.value
-        if name == "particles" and (not float(value).is_integer() or value < 1):
-            self.error(node.pos, f"particles must be a whole number >= 1, got {value}")
-            return False
-        if name == "ess" and not 0 <= value <= 1:
-            self.error(node.pos, f"ess must be between 0 and 1 (0 = never resample, 1 = always), got {value}")
-            return False
-        if name == "resample":
-            from ppl.algorithms import RESAMPLING_SCHEMES
-
-            if value not in RESAMPLING_SCHEMES:
-                self.error(
-                    node.pos,
-                    f"unknown resampling scheme '{value}'; the schemes are {', '.join(sorted(RESAMPLING_SCHEMES))}",
-                )
-                return False
-        return True
+        return InferInfo(decl.program, decl.algorithm, settings, decl.pos, spec)
 
     # ---- programs -------------------------------------------------------------------------------
 
@@ -779,3 +766,17 @@ def _always_returns(statements: tuple) -> bool:
 
 def _choices(names) -> str:
     return f"; the programs are {', '.join(sorted(names))}" if names else ""
+
+
+def _param(setting: Setting) -> Param:
+    """An interpreter's setting as an argument of its call in an ``infer`` clause."""
+    return Param(
+        setting.name,
+        (TEXT,) if setting.kind is str else (NUMBER,),
+        REQUIRED if setting.required else setting.default,
+    )
+
+
+def _whole(value):
+    """A number as written in a .tts file, an int when it is whole (``2.0`` reads as ``2`` in messages)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value

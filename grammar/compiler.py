@@ -22,7 +22,7 @@ import ppl
 from ppl.program import Program
 
 from . import ast
-from .builtins import as_count, as_tokens, observed_value
+from .builtins import SEGMENT_FIELDS, as_count, as_tokens, observed_value
 from .checker import Checked
 from .errors import TtsRuntimeError
 from .types import BOOL, NUMBER, TEXT, TOKENS, Type, is_list
@@ -260,8 +260,6 @@ class _Compiler:
             target, index = self.expr(node.target), self.expr(node.index)
             return _guard(lambda env: target(env)[as_count(index(env), "an index")], node.pos)
         if isinstance(node, ast.Field):
-            from .builtins import SEGMENT_FIELDS
-
             receiver, getter = self.expr(node.receiver), SEGMENT_FIELDS[node.name][1]
             return lambda env: getter(receiver(env))
         if isinstance(node, (ast.Call, ast.MethodCall)):

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import ppl
-from ppl.cli import first_prompt
-from ppl.grammar import load
+from ppl.app import load
+from ppl.app.render import first_prompt
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.tts"))
@@ -28,7 +28,7 @@ INPUTS = {
 
 def tts(*args, cwd=ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "ppl.cli", *map(str, args)],
+        [sys.executable, "-m", "ppl.app.cli", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -203,3 +203,34 @@ def test_run_reports_no_evidence_for_mode_seeking_algorithms(tmp_path):
     result = json.loads(out.read_text())
     assert result["evidence"] == "none" and result["log_evidence"] is None
     assert " n/a " in done.stdout.splitlines()[1]
+
+
+ENUMERATED = """version 0.1
+use lm = model("reasoning-demo")
+program solve(start: text) -> text {
+  let ctx = lm.encode(start)
+  step (max 3) {
+    w ~ lm.gen(ctx, max_tokens = 1)
+    ctx += w
+    if w.eos { finish }
+  }
+  return lm.decode(ctx)
+}
+infer solve with enumerate()
+"""
+
+
+def test_run_with_enumerate_prints_one_line_per_problem(tmp_path):
+    program, data = tmp_path / "exact.tts", tmp_path / "starts.jsonl"
+    program.write_text(ENUMERATED)
+    data.write_text('" so"\n" 2+3"\n')
+    done = tts("run", program, "--data", data, "--no-progress")
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sorted(r["id"] for r in lines) == [0, 1]
+    so = next(r for r in lines if r["id"] == 0)
+    assert so["schema"] == 1 and so["diagnostics"]["algorithm"] == "enumeration"
+    # " so" is followed by " 5", " 6" or " 23", each with probability 1/3, then the end: exactly
+    assert sorted(so["answers"]) == [[" so 23", 0.333333], [" so 5", 0.333333], [" so 6", 0.333333]]
+    assert so["log_evidence"] == 0.0 and so["evidence"] == "estimated"
+    assert "2 problems in" in done.stderr

@@ -13,7 +13,7 @@ import ppl
 
 def modules():
     names = []
-    for package in ("ppl", "ppl.algorithms", "ppl.backends", "ppl.grammar"):
+    for package in ("ppl", "ppl.algorithms", "ppl.app", "ppl.backends", "ppl.grammar"):
         module = importlib.import_module(package)
         names.append(package)
         names += [f"{package}.{m.name}" for m in pkgutil.iter_modules(module.__path__) if not m.ispkg]

@@ -104,8 +104,8 @@ def _comparable(records: list[dict]) -> list[dict]:
 
 
 def test_tts_eval_writes_results_summary_and_plot(demo, tmp_path, capsys):
-    from ppl.cli import main
-    from ppl.metrics import pass_at_k
+    from ppl.app.cli import main
+    from ppl.app.metrics import pass_at_k
 
     program, tasks = demo
     out = tmp_path / "r.jsonl"
@@ -144,7 +144,7 @@ def test_tts_eval_writes_results_summary_and_plot(demo, tmp_path, capsys):
 
 
 def test_a_resumed_run_equals_an_uninterrupted_one_and_drops_a_cut_line(demo, tmp_path):
-    from ppl.cli import main
+    from ppl.app.cli import main
 
     program, tasks = demo
     full, part = tmp_path / "full.jsonl", tmp_path / "part.jsonl"
@@ -161,7 +161,7 @@ def test_a_killed_tts_eval_resumes_without_loss_or_duplicates(demo, tmp_path):
     import signal
     import time
 
-    from ppl.cli import main
+    from ppl.app.cli import main
 
     program, tasks = demo
     reference, out = tmp_path / "reference.jsonl", tmp_path / "killed.jsonl"
@@ -169,7 +169,7 @@ def test_a_killed_tts_eval_resumes_without_loss_or_duplicates(demo, tmp_path):
     assert main(["eval", *common, "--out", str(reference)]) == 0
     expected = _comparable(_tasks(reference))
 
-    command = [sys.executable, "-m", "ppl.cli", "eval", *common, "--out", str(out)]
+    command = [sys.executable, "-m", "ppl.app.cli", "eval", *common, "--out", str(out)]
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not (out.exists() and out.read_text().count("\n") >= 1):
@@ -188,7 +188,7 @@ def test_a_killed_tts_eval_resumes_without_loss_or_duplicates(demo, tmp_path):
 
 
 def test_eval_bad_input(demo, tmp_path, capsys):
-    from ppl.cli import main
+    from ppl.app.cli import main
 
     program, tasks = demo
     out = tmp_path / "r.jsonl"
@@ -213,3 +213,39 @@ def test_eval_bad_input(demo, tmp_path, capsys):
     assert main([*base, "--data", str(tasks), "--budgets", "1"]) == 0
     assert main([*base, "--data", str(tasks), "--budgets", "1", "--seed", "5"]) == 1
     assert "another run" in capsys.readouterr().err
+
+
+def test_run_and_eval_lines_share_one_schema(demo, tmp_path, capsys):
+    from ppl.app.cli import main
+    from ppl.app.evaluate import read_results, summarise
+
+    program, tasks = demo
+    ran, evaluated = tmp_path / "run.jsonl", tmp_path / "eval.jsonl"
+    assert main(["run", str(program), "--input", "2+3?", "--out", str(ran), "--no-progress"]) == 0
+    assert (
+        main(
+            ["eval", str(program), "--data", str(tasks), "--out", str(evaluated), "--budgets", "4"]
+            + ["--no-progress", "--no-plot"]
+        )
+        == 0
+    )
+    (run,) = [json.loads(line) for line in ran.read_text().splitlines()]
+    task = _tasks(evaluated)[0]
+    common = {"schema", "answer", "majority", "answers", "error", "reasons", "log_evidence", "evidence"}
+    common |= {"final_ess", "ess", "resampled", "tokens_in", "tokens_out", "engine_calls", "wall_time"}
+    common |= {"diagnostics"}
+    assert common <= set(run) and common <= set(task)
+    assert run["schema"] == task["schema"] == 1 and (run["kind"], task["kind"]) == ("problem", "task")
+    for line in (run, task):
+        assert isinstance(line["ess"], list) and len(line["ess"]) == len(line["resampled"])
+        assert all(isinstance(r, bool) for r in line["resampled"])
+        assert isinstance(line["final_ess"], float) and 0 < line["final_ess"] <= 4
+        assert set(line["diagnostics"]) == {"algorithm", "particles", "steps", "dead", "deaths", "extra"}
+    # the same program, seed, problem and position (0): the same record, whichever command ran it
+    assert task["index"] == 0 and run["input"] == {"problem": "2+3?"}
+    assert {k: run[k] for k in common - {"wall_time"}} == {k: task[k] for k in common - {"wall_time"}}
+    # lines written before the schema field (docs/scaling/results.jsonl) are still read and summarised
+    legacy = tmp_path / "legacy.jsonl"
+    legacy.write_text((ROOT / "docs/scaling/results.jsonl").read_text())
+    rows = summarise(read_results(legacy))
+    assert rows and all(row["tokens_out"] > 0 for row in rows)

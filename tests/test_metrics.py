@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import pytest
 
-from ppl.metrics import Sample, aggregate, majority_vote, pass_at_k, problem_metrics, weighted_vote
+from ppl.app.metrics import Sample, aggregate, majority_vote, pass_at_k, problem_metrics, weighted_vote
 
 INF = math.inf
 

@@ -13,6 +13,8 @@ import pytest
 
 import ppl
 from ppl.algorithms import SMC, enumerate_program
+from ppl.app import check, load
+from ppl.app.models import BackendError, character_lm, load_prm
 from ppl.backends.judge import Judge
 from ppl.backends.prm import (
     AGGREGATIONS,
@@ -23,9 +25,8 @@ from ppl.backends.prm import (
     log_sigmoid,
 )
 from ppl.backends.tabular import TabularLM
-from ppl.grammar import TtsError, check, load
+from ppl.grammar import TtsError
 from ppl.interfaces import RewardRequest
-from ppl.models import BackendError, character_lm, load_prm
 
 
 def verdict(problem, steps) -> float:
@@ -291,7 +292,7 @@ def test_tts_prm_methods_are_typed():
 
 
 def test_the_prm_example_runs_on_the_tabular_backend(tmp_path):
-    from ppl.cli import main
+    from ppl.app.cli import main
 
     out = tmp_path / "out.jsonl"
     assert (

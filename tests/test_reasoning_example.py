@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ppl.grammar import load
-from ppl.grammar.builtins import make_algorithm
+from ppl.algorithms import ALGORITHMS
+from ppl.app import load
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -51,4 +51,4 @@ def test_every_infer_clause_listed_in_the_tts_file_checks():
     for clause in clauses:
         module = load(re.sub(r"^infer .*$", clause, source, flags=re.M))
         assert module.infer.info.algorithm in clause
-        assert make_algorithm(module.infer.info.algorithm, module.infer.info.settings) is not None
+        assert ALGORITHMS[module.infer.info.algorithm].build(module.infer.info.settings) is not None

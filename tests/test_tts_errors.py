@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-import ppl.models
-from ppl.grammar import TtsError, check, load
+import ppl.app.models
+from ppl.app import check, load
+from ppl.grammar import TtsError
 
 HEAD = 'version 0.1\nuse lm = model("m")\n'
 
@@ -260,7 +261,7 @@ def test_every_error_is_reported_at_once_before_any_model_is_loaded(monkeypatch)
     def no_engine(*args, **kwargs):
         raise AssertionError("a model was loaded before the checks finished")
 
-    monkeypatch.setattr(ppl.models, "load_model", no_engine)
+    monkeypatch.setattr(ppl.app.models, "load_model", no_engine)
     source = (
         'version 0.1\nuse lm = model("m")\nuse prm = judge(lm, question = "ok?", strict = true)\n'
         "program f(x: text) -> number {\n"

@@ -17,7 +17,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ppl.grammar import TtsError, check, load
+from ppl.app import check, load
+from ppl.grammar import TtsError
 from ppl.grammar.syntax import parser
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.tts"))

@@ -8,11 +8,11 @@ import pytest
 
 import ppl
 from ppl.algorithms import enumerate_program
+from ppl.app import check, load
+from ppl.app.models import BackendError, character_lm, demo_lm, load_model, stable_seed
 from ppl.backends.judge import Judge
-from ppl.grammar import check, load
 from ppl.grammar.syntax import parser
 from ppl.interfaces import RewardRequest
-from ppl.models import BackendError, character_lm, demo_lm, load_model, stable_seed
 
 
 def run(body: str, returns: str = "text", params: str = "", args=(), seed: int = 0):

@@ -17,7 +17,7 @@ import pytest
 
 import ppl
 from ppl.algorithms import SMC, ImportanceSampling, enumerate_program
-from ppl.grammar import load
+from ppl.app import load
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SEEDS = (0, 1, 2)

@@ -12,7 +12,10 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "particle_filter.tt
 
 def tts(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "ppl.cli", *map(str, args)], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "ppl.app.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

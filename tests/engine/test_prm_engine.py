@@ -219,7 +219,7 @@ def test_the_prm_example_runs_from_the_command_line_with_two_engines(tmp_path):
     out = tmp_path / "results.jsonl"
     done = subprocess.run(
         [
-            sys.executable, "-m", "ppl.cli", "run", str(example), "--backend", "vllm",
+            sys.executable, "-m", "ppl.app.cli", "run", str(example), "--backend", "vllm",
             "--input", "What is 3 + 4?", "--particles", "2", "--out", str(out),
             "--engine", "gpu_memory_utilization=0.1", "--engine", "max_num_seqs=16",
         ],

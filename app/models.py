@@ -1,4 +1,4 @@
-"""Models by name: ``load_model("smollm2-135m-instruct", backend="tabular")`` → a LanguageModel.
+"""The model registry: ``load_model("smollm2-135m-instruct", backend="tabular")`` → a LanguageModel.
 
 A ``.tts`` file names its models (``use lm = model("...")``) and the command line picks the
 backend; this module turns the pair into an engine. The registry is built fresh by
@@ -26,16 +26,19 @@ import hashlib
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from ppl.backends.embedded import EMBEDDED, embedded
 from ppl.backends.judge import Judge
+from ppl.backends.openai import OpenAICompatible
+from ppl.backends.pooling import PoolingPRM
 from ppl.backends.prm import AGGREGATIONS as PRM_AGGREGATIONS
 from ppl.backends.prm import DEFAULT_QUESTION, JudgeSteps, ProcessReward
 from ppl.backends.tabular import TabularLM
-
-from .errors import PPLError
+from ppl.backends.vllm import INSTALL_HINT, VLLM
+from ppl.errors import PPLError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
-BACKENDS = ("tabular", "vllm", "openai")
 CHARACTERS = tuple(c for c in string.printable if c.isprintable()) + ("\n",)  # printable ASCII + newline
 REPLACEMENT = "?"  # what the character LM reads for a character outside its vocabulary
 
@@ -62,6 +65,11 @@ def backends() -> dict[str, Backend]:
         "vllm": Backend("vllm", vllm_model),
         "openai": Backend("openai", openai_model),
     }
+
+
+def backend_names() -> frozenset[str]:
+    """The names of the backends (what ``--backend`` and ``model(backend = ...)`` accept)."""
+    return frozenset(backends())
 
 
 def load_model(name: str = DEFAULT_MODEL, backend: str = "tabular", **options):
@@ -92,17 +100,16 @@ def load_prm(name: str, backend: str = "tabular", aggregate: str = "prod", **opt
     if backend == "tabular":
         return judge_prm(tabular_model(name, **options), aggregate, name=name)
     if backend == "vllm":
-        from ppl.backends.pooling import PoolingPRM
-
         source = _model_source(name, "vllm")
         _require_vllm()
         return ProcessReward(PoolingPRM(source, **options), aggregate, name=name)
-    if backend in BACKENDS:
+    names = backend_names()
+    if backend in names:
         raise BackendError(
             f"a PRM served by name needs the vllm backend (pooling), not {backend}; "
             "prm(model = ...) judges steps with a model on any backend"
         )
-    raise BackendError(f"unknown backend '{backend}'; the backends are {', '.join(sorted(BACKENDS))}")
+    raise BackendError(f"unknown backend '{backend}'; the backends are {', '.join(sorted(names))}")
 
 
 # ---- the real engines -------------------------------------------------------------------------
@@ -110,10 +117,6 @@ def load_prm(name: str, backend: str = "tabular", aggregate: str = "prod", **opt
 
 def _model_source(name: str, backend: str) -> str:
     """An embedded model's name or an existing model folder, else a BackendError."""
-    from pathlib import Path
-
-    from ppl.backends.embedded import EMBEDDED, embedded
-
     if embedded(name) or (Path(name) / "config.json").is_file():
         return name
     known = ", ".join(m.name for m in EMBEDDED)
@@ -125,17 +128,13 @@ def _model_source(name: str, backend: str) -> str:
 
 def vllm_model(name: str, **engine_settings):
     """The vLLM offline engine for ``name`` (started on its first request)."""
-    from ppl.backends.vllm import VLLM
-
     source = _model_source(name, "vllm")
     _require_vllm()
     return VLLM(source, **engine_settings)
 
 
 def _require_vllm() -> None:
-    from ppl.backends.vllm import INSTALL_HINT
-
-    try:
+    try:  # an optional, heavy dependency: imported only to see that it is installed
         import vllm  # noqa: F401
     except ImportError:
         raise BackendError(f"the vllm backend is not installed: {INSTALL_HINT}") from None
@@ -143,8 +142,6 @@ def _require_vllm() -> None:
 
 def openai_model(name: str, servers=(), **settings):
     """OpenAI-compatible servers, with ``name``'s tokenizer run locally."""
-    from ppl.backends.openai import OpenAICompatible
-
     if not servers:
         raise BackendError("the openai backend needs the servers' URLs (tts run --server URL ...)")
     return OpenAICompatible(list(servers), tokenizer=_model_source(name, "openai"), **settings)

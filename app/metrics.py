@@ -15,7 +15,7 @@ algorithm at budget N gives every metric at once:
 Dead particles (weight zero) are not samples: they count in n for pass@k as wrong
 answers, and never vote.
 
-    >>> from ppl.metrics import Sample, pass_at_k, problem_metrics
+    >>> from ppl.app.metrics import Sample, pass_at_k, problem_metrics
     >>> pass_at_k(n=5, c=2, k=2)  # 1 - C(3,2)/C(5,2) = 1 - 3/10
     0.7
     >>> samples = [Sample("4", 0.0, True), Sample("5", 1.0, False), Sample("4", -1.0, True)]

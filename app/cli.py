@@ -18,27 +18,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
-from collections import Counter
-from dataclasses import dataclass
+import time
 from pathlib import Path
 
 import ppl
-from ppl.handlers import Message, Messenger, only, seed
-from ppl.posterior import effective_sample_size
+from ppl.backends.embedded import ModelNotAvailableError, list_models, prepare
+from ppl.grammar import LANGUAGE_VERSION, TtsError, TtsRuntimeError
+from ppl.grammar.compiler import has_type
 
-from .models import BACKENDS
-
-
-class UserError(Exception):
-    """A problem with the user's files or inputs: reported as a message, exit status 1."""
-
-
-class UsageError(Exception):
-    """A problem with the command line: reported as a message, exit status 2."""
-
+from . import evaluate as ev
+from .errors import UsageError, UserError
+from .loading import check, load
+from .models import backend_names
+from .records import run_record, summary_table
+from .render import first_prompt
 
 # ---- inputs -------------------------------------------------------------------------------------
 
@@ -59,8 +54,6 @@ def _parse_input(text: str, param: str, t) -> object:
 
 
 def _check_input(where: str, param: str, t, value):
-    from ppl.grammar.compiler import has_type
-
     if not has_type(value, t):
         raise UserError(f"{where}: the input '{param}' must be {_article(str(t))}, got {json.dumps(value)}")
     return value
@@ -122,147 +115,6 @@ def _read_data(path: Path, signature) -> list[dict]:
     return problems
 
 
-# ---- results -------------------------------------------------------------------------------------
-
-
-def jsonable(value):
-    """A program's value as JSON: texts, numbers, bools, lists; segments as their text."""
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, ppl.Segment):
-        return value.text
-    if isinstance(value, (tuple, list)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if hasattr(value, "tolist"):
-        return jsonable(value.tolist())
-    return str(value)
-
-
-def _hashable(value):
-    return tuple(_hashable(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
-def record(problem_id: int, inputs: dict, posterior) -> dict:
-    """One JSON line: the answers, the evidence, and the run's diagnostics."""
-    d = posterior.diagnostics
-    out = {"id": problem_id, "input": jsonable(inputs)}
-    if posterior.all_dead:
-        reasons = Counter(p.error for p in posterior.particles if p.error)
-        out.update(answer=None, error="all particles have weight zero", reasons=dict(reasons.most_common(3)))
-    else:
-        law = posterior.distribution(_hashable)
-        out.update(
-            answer=jsonable(posterior.best()),
-            majority=jsonable(posterior.majority(_hashable)),
-            answers=[[jsonable(v), round(w, 6)] for v, w in list(law.items())[:5]],
-        )
-    out["ess"] = round(effective_sample_size(posterior.log_weights), 3)
-    evidence = posterior.log_evidence  # None: the algorithm targets the mode and estimates no evidence
-    out["log_evidence"] = evidence if evidence is not None and math.isfinite(evidence) else None
-    out["evidence"] = "none" if evidence is None else ("zero" if evidence == -math.inf else "estimated")
-    out["diagnostics"] = {
-        "algorithm": d.algorithm,
-        "particles": d.particles,
-        "steps": d.steps,
-        "ess": [round(e, 3) for e in d.ess],
-        "resampled": d.resampling_events,
-        "tokens_in": d.tokens_in,
-        "tokens_out": d.tokens_out,
-        "engine_calls": d.engine_calls,
-        "wall_time": round(d.wall_time, 4),
-        "dead": d.dead,
-        "deaths": dict(Counter(d.deaths).most_common(3)),
-    }
-    return out
-
-
-def summary_table(records: list[dict], wall_time: float, engine_calls: int) -> str:
-    """A short table: one row per problem, then totals (engine calls are shared by the
-    problems in flight, so the total is the run's, not the sum of the problems')."""
-    rows = [("id", "answer", "log Z", "ESS", "tokens out", "dead")]
-    for r in sorted(records, key=lambda r: r["id"]):
-        d = r["diagnostics"]
-        answer = json.dumps(r["answer"], ensure_ascii=False) if r["answer"] is not None else "(all dead)"
-        answer = answer if len(answer) <= 40 else answer[:37] + "..."
-        evidence = {"none": "n/a", "zero": "-inf"}.get(r.get("evidence")) or f"{r['log_evidence']:.3f}"
-        ess = f"{r['ess']:.1f}"
-        rows.append(
-            (str(r["id"]), answer, evidence, ess, str(d["tokens_out"]), f"{d['dead']}/{d['particles']}")
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(cell.ljust(w) if i == 1 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-        for row in rows
-    ]
-    lines.append(
-        f"{len(records)} problem{'s' if len(records) != 1 else ''} in {wall_time:.2f} s; {engine_calls} engine calls"
-    )
-    return "\n".join(lines)
-
-
-# ---- render: the first prompt, without an engine ------------------------------------------------
-
-
-class _Stop(BaseException):
-    """Control flow: rendering reached the site it stops at."""
-
-    def __init__(self, msg: Message):
-        self.msg = msg
-
-
-class _StopAtFirstEngineCall(Messenger):
-    """Stops the program at its first site that would need an engine (gen, select, reward)."""
-
-    def process_message(self, msg: Message) -> None:
-        if msg.kind in ("gen", "select", "reward"):
-            raise _Stop(msg)
-
-
-@dataclass(frozen=True)
-class Rendered:
-    """What the first ``lm.gen`` of a program would send."""
-
-    model: object
-    prompt_ids: tuple[int, ...]
-    prompt_text: str
-    max_tokens: int
-    stop: tuple[str, ...]
-    temperature: float
-
-
-def first_prompt(program, inputs: dict, *, rng_seed: int = 0) -> Rendered:
-    """Run ``program`` up to its first ``gen`` and return that request, calling no engine.
-
-    Random choices before it that need no engine (NumPyro distributions) are drawn with
-    ``rng_seed``; a ``select`` or reward call before the first ``gen`` would need an engine,
-    so it is a ``UserError``.
-    """
-    try:
-        with only(seed(rng_seed=rng_seed), _StopAtFirstEngineCall()):
-            program(**inputs)
-    except _Stop as stop:
-        msg = stop.msg
-        if msg.kind != "gen":
-            raise UserError(
-                f"render stops at the first engine call, and the program's first one is a {msg.kind} "
-                "before any lm.gen: nothing to show without calling the engine"
-            ) from None
-        lm, request = msg.args["lm"], msg.args["request"]
-        return Rendered(
-            lm,
-            request.prompt,
-            lm.decode(request.prompt),
-            request.max_tokens,
-            request.stop,
-            request.temperature,
-        )
-    raise UserError("the program ends without calling lm.gen: there is no prompt to render")
-
-
 # ---- commands ---------------------------------------------------------------------------------------
 
 
@@ -283,8 +135,6 @@ def _backend_options(args) -> dict:
 
 
 def _load(path: str, backend: str | None = None, options: dict | None = None):
-    from ppl.grammar import load
-
     try:
         return load(Path(path), backend=backend, options=options)
     except OSError as error:
@@ -306,8 +156,6 @@ def _infer_program(module, path: str):
 
 
 def cmd_check(args) -> int:
-    from ppl.grammar import TtsError, check
-
     failed = 0
     for path in args.files:
         try:
@@ -330,8 +178,6 @@ def cmd_check(args) -> int:
 
 
 def cmd_run(args) -> int:
-    import time
-
     module = _load(args.file, args.backend, _backend_options(args))
     infer = _infer_program(module, args.file)
     if args.particles is not None:
@@ -343,12 +189,12 @@ def cmd_run(args) -> int:
     records: list[dict] = []
     bar = None
     if len(problems) > 1 and not args.no_progress:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # imported only when a progress bar is shown
 
         bar = tqdm(total=len(problems), desc=infer.info.algorithm, unit="problem", file=sys.stderr)
 
     def finished(index: int, posterior) -> None:
-        line = record(index, problems[index], posterior)
+        line = run_record(index, problems[index], posterior)
         records.append(line)
         out.write(json.dumps(line, ensure_ascii=False) + "\n")
         out.flush()
@@ -375,9 +221,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    """Evaluate the program at each budget over a task set (logic in ``ppl.evaluate``)."""
-    from ppl import evaluate as ev
-
+    """Evaluate the program at each budget over a task set (logic in ``ppl.app.evaluate``)."""
     module = _load(args.file, args.backend, _backend_options(args))
     try:
         budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
@@ -385,12 +229,11 @@ def cmd_eval(args) -> int:
         raise UsageError(f"--budgets takes whole numbers separated by commas, got {args.budgets!r}") from None
     try:
         if args.algorithm:
-            methods = [ev.Method(name, ev.default_settings(name)) for name in dict.fromkeys(args.algorithm)]
+            methods = [ev.Method.of(name) for name in dict.fromkeys(args.algorithm)]
             name = args.program or (module.infer.info.program if module.infer else None)
         else:
             infer = _infer_program(module, args.file)
-            methods = [ev.Method(infer.info.algorithm, dict(infer.info.settings))]
-            ev.budget_setting(infer.info.algorithm)
+            methods = [ev.Method.of(infer.info.algorithm, infer.info.settings)]
             name = args.program or infer.info.program
         if name is None:
             if len(module.programs) != 1:
@@ -467,8 +310,6 @@ def cmd_render(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from ppl.backends.embedded import ModelNotAvailableError, list_models, prepare
-
     if args.action == "prepare":
         try:
             path = prepare(args.name)
@@ -491,8 +332,6 @@ def cmd_models(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ppl.grammar import LANGUAGE_VERSION
-
     parser = argparse.ArgumentParser(
         prog="tts",
         description="Check, run and render .tts programs (ppl's textual form).",
@@ -515,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("file", metavar="FILE", help="a .tts file")
         sub.add_argument(
             "--backend",
-            choices=BACKENDS,
+            choices=sorted(backend_names()),
             default=None,
             help="the engine for every model of the file (default: each model's own, else tabular)",
         )
@@ -617,8 +456,6 @@ def _positive(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """The ``tts`` console script; returns the exit status."""
-    from ppl.grammar import TtsError, TtsRuntimeError
-
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # vLLM's INFO and WARNING lines drown the output
     parser = build_parser()
     args = parser.parse_args(argv)

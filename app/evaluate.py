@@ -8,13 +8,14 @@ skips every (algorithm, budget, task) already in the file, with the same seeds a
 uninterrupted run (a task's randomness is keyed by the run's seed and its position in the
 dataset, ``Algorithm.run(..., ids=...)``). A last line cut short by a crash is dropped.
 
-Lines of the results file:
+Lines of the results file (the fields are documented in the README, "Result records"):
 
-* ``{"kind": "task", "algorithm", "budget", "id", "index", "reference", "checker", "answer",
-  "correct", "metrics": {best, majority, weighted_vote, n, c, covered, pass@k…}, "samples":
-  [[answer, log_weight, correct], …], "tokens_in", "tokens_out", "engine_calls", "wall_time",
-  "seed", "program"}`` — one per task;
-* ``{"kind": "segment", "algorithm", "budget", "tasks", "engine_calls", "wall_time", …}`` —
+* ``{"schema", "kind": "task", "algorithm", "budget", "id", "index", "checker", "reference",
+  …the fields of every record (``ppl.app.records.posterior_record``: answers, evidence, per-step
+  ``ess`` and ``resampled``, tokens, engine calls, wall time, diagnostics)…, "correct",
+  "metrics": {best, majority, weighted_vote, n, c, covered, pass@k…}, "samples": [[answer,
+  log_weight, correct], …], "seed", "program"}`` — one per task;
+* ``{"schema", "kind": "segment", "algorithm", "budget", "tasks", "engine_calls", "wall_time", …}`` —
   after each uninterrupted stretch of an (algorithm, budget): the engine's calls and wall time.
 
 ``summarise`` turns the file into one row per (algorithm, budget) — accuracy (the argmax-weight
@@ -22,9 +23,8 @@ answer is right), majority@N, weighted-vote@N, coverage, pass@k, tokens per task
 calls, wall time — ``markdown_table`` prints it and ``plot`` draws accuracy against generated
 tokens per task, one line per algorithm.
 
-    >>> from ppl.evaluate import Task, budget_setting
-    >>> budget_setting("smc"), budget_setting("beam"), budget_setting("mh")
-    ('particles', 'beams', 'chains')
+    >>> Method.of("smc").settings, Method.of("beam").budget, Method.of("mh").budget
+    ({'ess': 0.5, 'resample': 'multinomial'}, 'beams', 'chains')
     >>> Task.from_json({"id": "a", "input": "2+2?", "reference": "4", "checker": "math"}, 0).checker
     'math'
 """
@@ -37,13 +37,16 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .metrics import Sample, aggregate, problem_metrics
+from ppl.algorithms import ALGORITHMS
+from ppl.backends.verifiers import CHECKERS, check
+from ppl.settings import AlgorithmSpec
 
-BUDGET_SETTINGS = ("particles", "beams", "chains", "subtrees")
+from .metrics import Sample, aggregate, problem_metrics
+from .records import SCHEMA, jsonable, posterior_record
 
 
 class EvalError(ValueError):
@@ -65,8 +68,6 @@ class Task:
 
     @staticmethod
     def from_json(record, index: int, where: str = "task") -> Task:
-        from ppl.backends.verifiers import CHECKERS
-
         if not isinstance(record, dict):
             raise EvalError(f"{where}: a task is an object with id, input, reference and checker")
         missing = [k for k in ("id", "input", "reference", "checker") if k not in record]
@@ -104,48 +105,47 @@ def load_tasks(path: Path) -> list[Task]:
     return tasks
 
 
-def budget_setting(algorithm: str) -> str:
-    """The setting of ``algorithm`` that a budget sets (particles, beams, chains …)."""
-    from ppl.grammar.builtins import ALGORITHMS
+@dataclass(frozen=True)
+class Method:
+    """An algorithm to evaluate: its name in the registry and its settings except the budget."""
 
+    algorithm: str
+    settings: dict = field(default_factory=dict)
+
+    @staticmethod
+    def of(algorithm: str, settings: Mapping | None = None) -> Method:
+        """``algorithm`` with ``settings`` (default: the registry's defaults); ``EvalError`` if it
+        is unknown, has no budget setting, or needs a setting other than its budget."""
+        spec = _spec(algorithm)
+        if spec.budget is None:
+            raise EvalError(f"{algorithm}() has no budget setting: there is nothing for --budgets to set")
+        if settings is None:
+            missing = [s.name for s in spec.settings if s.required and s.name != spec.budget]
+            if missing:
+                raise EvalError(f"{algorithm}() needs '{missing[0]}': put it in the file's infer clause")
+            settings = spec.defaults()
+        return Method(algorithm, {k: v for k, v in settings.items() if k != spec.budget})
+
+    @property
+    def budget(self) -> str:
+        """The setting a budget sets (particles, beams, chains …)."""
+        return _spec(self.algorithm).budget
+
+    def at(self, budget: int):
+        """The configured interpreter at ``budget``."""
+        spec = _spec(self.algorithm)
+        try:
+            return spec.build({**self.settings, spec.budget: budget})
+        except ValueError as error:
+            raise EvalError(f"{self.algorithm}() at budget {budget}: {error}") from None
+
+
+def _spec(algorithm: str) -> AlgorithmSpec:
     if algorithm not in ALGORITHMS:
         raise EvalError(
             f"unknown algorithm {algorithm!r}; the algorithms are {', '.join(sorted(ALGORITHMS))}"
         )
-    names = [p.name for p in ALGORITHMS[algorithm]]
-    for name in BUDGET_SETTINGS:
-        if name in names:
-            return name
-    raise EvalError(f"{algorithm}() has no budget setting (one of {', '.join(BUDGET_SETTINGS)})")
-
-
-def default_settings(algorithm: str) -> dict:
-    """The algorithm's settings with their defaults (the budget setting is filled in later)."""
-    from ppl.grammar.builtins import ALGORITHMS, REQUIRED
-
-    budget = budget_setting(algorithm)
-    settings = {}
-    for param in ALGORITHMS[algorithm]:
-        if param.default is REQUIRED:
-            if param.name != budget:
-                raise EvalError(f"{algorithm}() needs '{param.name}': put it in the file's infer clause")
-            continue
-        settings[param.name] = param.default
-    return settings
-
-
-@dataclass(frozen=True)
-class Method:
-    """An algorithm to evaluate: its name and its settings except the budget."""
-
-    algorithm: str
-    settings: dict
-
-    def at(self, budget: int):
-        """The configured interpreter at ``budget``."""
-        from ppl.grammar.builtins import make_algorithm
-
-        return make_algorithm(self.algorithm, {**self.settings, budget_setting(self.algorithm): budget})
+    return ALGORITHMS[algorithm]
 
 
 def program_inputs(task: Task, signature) -> dict:
@@ -168,16 +168,12 @@ def program_inputs(task: Task, signature) -> dict:
 
 def answer_text(value):
     """What a checker sees: a text stays a text, anything else becomes its JSON."""
-    from .cli import jsonable
-
     value = jsonable(value)
     return value if isinstance(value, str) or value is None else json.dumps(value, ensure_ascii=False)
 
 
 def task_record(task: Task, method: Method, budget: int, posterior, *, seed: int, program: str, ks) -> dict:
-    """One results line: the task's samples checked, its metrics and its costs."""
-    from ppl.backends.verifiers import check
-
+    """One results line: the fields of every record, and the task's samples checked with its metrics."""
     verdicts: dict = {}
     samples = []
     for particle in posterior.particles:
@@ -187,9 +183,8 @@ def task_record(task: Task, method: Method, budget: int, posterior, *, seed: int
             verdicts[key] = check(task.checker, answer, task.reference)
         samples.append(Sample(answer, particle.log_weight, verdicts[key]))
     metrics = problem_metrics(samples, ks=ks)
-    best = max((s for s in samples if s.log_weight > -math.inf), key=lambda s: s.log_weight, default=None)
-    d = posterior.diagnostics
     return {
+        "schema": SCHEMA,
         "kind": "task",
         "algorithm": method.algorithm,
         "budget": budget,
@@ -197,18 +192,12 @@ def task_record(task: Task, method: Method, budget: int, posterior, *, seed: int
         "index": task.index,
         "checker": task.checker,
         "reference": task.reference,
-        "answer": best.answer if best else None,
+        **posterior_record(posterior),  # its "schema" lands on the first key
         "correct": metrics["best"],
         "metrics": metrics,
         "samples": [
             [s.answer, s.log_weight if math.isfinite(s.log_weight) else None, s.correct] for s in samples
         ],
-        "tokens_in": d.tokens_in,
-        "tokens_out": d.tokens_out,
-        "engine_calls": d.engine_calls,
-        "wall_time": round(d.wall_time, 4),
-        "ess": [round(float(x), 3) for x in d.ess],  # before each resampling decision
-        "resampled": [bool(x) for x in d.resampled],
         "seed": seed,
         "program": program,
     }
@@ -281,7 +270,7 @@ def evaluate(
     bar = None
     total = len(methods) * len(budgets) * len(tasks)
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # imported only when a progress bar is shown
 
         already = sum((m.algorithm, b, t.id) in done for m in methods for b in budgets for t in tasks)
         bar = tqdm(total=total, initial=already, unit="task", file=sys.stderr, desc="eval")
@@ -322,6 +311,7 @@ def _run_segment(program, todo, inputs, method, budget, out, seed, digest, ks, b
     _append(
         out,
         {
+            "schema": SCHEMA,
             "kind": "segment",
             "algorithm": method.algorithm,
             "budget": budget,
@@ -382,7 +372,7 @@ def markdown_table(rows: Sequence[dict]) -> str:
 
 def plot(rows: Sequence[dict], path: Path, title: str = "") -> None:
     """A PNG of accuracy against generated tokens per task, one line per algorithm, points labelled by budget."""
-    try:
+    try:  # an optional, heavy dependency (the eval extra)
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:  # pragma: no cover - depends on the install

@@ -1,0 +1,115 @@
+"""Load a ``.tts`` file: check it against what this installation has, resolve its models, compile it.
+
+The grammar parses, checks and compiles but knows no interpreter and no engine; this module
+supplies both. ``catalog()`` tells the checker which algorithms (``ppl.algorithms.ALGORITHMS``),
+backends and PRM aggregations (``ppl.app.models``) exist; ``resolve_models`` turns each
+checked ``use`` into an object — a language model on a backend, an LM-as-judge, a process
+reward model — reporting what cannot be loaded as positioned ``TtsError``s; ``load`` does
+all of it and is the entry point users and tests call.
+
+    >>> from ppl.app import load
+    >>> module = load(\'\'\'version 0.1
+    ... use lm = model("reward-tilted-demo")
+    ... program words() -> text {
+    ...   let ctx = lm.encode("")
+    ...   step (max 3) {
+    ...     w ~ lm.gen(ctx, max_tokens = 1)
+    ...     ctx += w
+    ...     if w.eos { finish }
+    ...   }
+    ...   return lm.decode(ctx)
+    ... }
+    ... infer words with smc(particles = 4)
+    ... \'\'\')
+    >>> module.infer.describe()
+    'infer words with smc(particles = 4, ess = 0.5, resample = "multinomial")'
+    >>> posterior = module.infer.run([()], seed=0)[0]
+    >>> isinstance(posterior.best(), str)
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from ppl import grammar
+from ppl.algorithms import ALGORITHMS
+from ppl.backends.judge import Judge
+from ppl.grammar import Catalog, Checked, Module, TtsError
+from ppl.grammar.errors import Diagnostic
+
+from . import models as registry
+
+
+def catalog() -> Catalog:
+    """What a file may name here: every registered interpreter, backend and PRM aggregation."""
+    return Catalog(ALGORITHMS, registry.backend_names(), registry.PRM_AGGREGATIONS)
+
+
+def check(source: str | bytes | Path, filename: str | None = None) -> Checked:
+    """Parse and check a .tts file or text against ``catalog()``; no model is loaded."""
+    return grammar.check(source, filename, catalog=catalog())
+
+
+def load(
+    source: str | bytes | Path,
+    *,
+    filename: str | None = None,
+    backend: str | None = None,
+    models: Mapping[str, object] | None = None,
+    options: Mapping[str, object] | None = None,
+) -> Module:
+    """Check a .tts file or text, resolve its models and compile its programs.
+
+    ``backend`` (e.g. "tabular") overrides the backend of every ``model(...)``; without it each
+    model uses its own ``backend = ...`` or "tabular". ``models`` maps ``use`` names to model
+    objects to use instead of loading them (tests pass their own LMs this way). ``options``
+    go to the backend (engine settings for vllm, ``servers`` for openai). Loading a model
+    starts no engine: engines start on their first request.
+    """
+    checked = check(source, filename)
+    resolved = resolve_models(checked, backend, models or {}, options or {})
+    return grammar.compile(checked, resolved)
+
+
+def resolve_models(
+    checked: Checked, backend: str | None, given: Mapping[str, object], options: Mapping[str, object]
+) -> dict:
+    """The object of every ``use`` of a checked file: ``given`` ones as they are, the others loaded.
+
+    One engine per (model, backend) however many uses name it. Every model that cannot be
+    loaded is reported at once, as a ``TtsError`` at its declaration.
+    """
+    resolved, problems = {}, []
+    loaded: dict[tuple[str, str], object] = {}
+    for name, use in checked.uses.items():
+        if name in given:
+            resolved[name] = given[name]
+        elif use.kind == "model":
+            chosen = backend or use.settings.get("backend") or "tabular"
+            key = (use.settings.get("name") or registry.DEFAULT_MODEL, chosen)
+            try:
+                if key not in loaded:
+                    loaded[key] = registry.load_model(*key, **options)
+                resolved[name] = loaded[key]
+            except registry.BackendError as error:
+                problems.append(Diagnostic(use.settings_pos.get("backend", use.pos), str(error)))
+        elif use.kind == "judge" and use.settings["model"] in resolved:
+            resolved[name] = Judge(resolved[use.settings["model"]], use.settings["question"], name=name)
+        elif use.kind == "prm" and use.settings["model"] is not None:
+            if use.settings["model"] in resolved:
+                lm = resolved[use.settings["model"]]
+                resolved[name] = registry.judge_prm(
+                    lm, use.settings["aggregate"], use.settings["question"], name=name
+                )
+        elif use.kind == "prm":
+            try:
+                chosen = backend or use.settings.get("backend") or "tabular"
+                key = (use.settings["name"], chosen, use.settings["aggregate"])
+                resolved[name] = registry.load_prm(*key, **options)
+            except registry.BackendError as error:
+                problems.append(Diagnostic(use.settings_pos.get("name", use.pos), str(error)))
+    if problems:
+        raise TtsError(problems, checked.source)
+    return resolved
