@@ -31,7 +31,7 @@ import numpy as np
 
 from ppl.errors import NotEnumerableError
 from ppl.handlers import Draw, Message, Messenger, Need, Site, Weigher, answer_directly, only, resolve_site
-from ppl.inference import Algorithm
+from ppl.inference import Algorithm, ResultStream
 from ppl.interfaces import GenRequest
 from ppl.posterior import Diagnostics, Posterior, WeightedParticle, logsumexp
 from ppl.program import as_program
@@ -164,14 +164,14 @@ class Enumeration(Algorithm):
     def __init__(self, max_traces: int = 200_000):
         self.max_traces = MAX_TRACES.check(max_traces)
 
-    def solve(self, program, problems, source, on_done):
-        """Exact, so the randomness changes nothing; each problem is reported as it is done."""
-        completed = {}
-        for index, (args, kwargs) in problems.items():
-            completed[index] = enumerate_program(program, kwargs or args, max_traces=self.max_traces)
-            if on_done is not None:
-                on_done(index, completed[index])
-        return completed, None
+    def schedule(self, problems, max_in_flight):
+        """Exact, so the randomness changes nothing; each problem is yielded as it is done."""
+
+        def exact():
+            for index, program, args, kwargs, _, _ in problems:
+                yield index, enumerate_program(program, kwargs or args, max_traces=self.max_traces)
+
+        return ResultStream(exact(), None)
 
 
 MAX_TRACES = Setting("max_traces", int, 200_000, minimum=1)

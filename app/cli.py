@@ -177,6 +177,9 @@ def cmd_check(args) -> int:
     return 1 if failed else 0
 
 
+DEFAULT_IN_FLIGHT = 256  # particles: a full batch for vLLM on a small machine, a bounded memory
+
+
 def cmd_run(args) -> int:
     module = _load(args.file, args.backend, _backend_options(args))
     infer = _infer_program(module, args.file)
@@ -203,7 +206,9 @@ def cmd_run(args) -> int:
 
     started = time.perf_counter()
     try:
-        results = infer.algorithm.run(infer.program, problems, seed=args.seed, progress=finished)
+        results = infer.algorithm.run(
+            infer.program, problems, seed=args.seed, progress=finished, max_in_flight=args.in_flight
+        )
     except ppl.EngineError as error:
         raise UserError(
             f"the engine failed: {error} ({len(records)} of {len(problems)} results were written)"
@@ -256,6 +261,7 @@ def cmd_eval(args) -> int:
                 seed=args.seed,
                 source=module.source,
                 progress=not args.no_progress,
+                max_in_flight=args.in_flight,
             )
         except ppl.EngineError as error:
             raise UserError(
@@ -390,6 +396,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="FILE.jsonl", help="write the results here (default: standard output)")
     run.add_argument("--particles", type=_positive, metavar="N", help="override the infer clause's particles")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--in-flight",
+        type=_positive,
+        default=DEFAULT_IN_FLIGHT,
+        metavar="N",
+        help=f"at most N particles in flight; the next problems start as earlier ones finish (default {DEFAULT_IN_FLIGHT})",
+    )
     run.set_defaults(handler=cmd_run)
 
     render = commands.add_parser(
@@ -430,6 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--plot", metavar="FILE.png", help="the plot (default: --out with .png)")
     evaluation.add_argument("--no-plot", action="store_true", help="no plot")
     evaluation.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluation.add_argument(
+        "--in-flight",
+        type=_positive,
+        default=DEFAULT_IN_FLIGHT,
+        metavar="N",
+        help=f"at most N particles in flight (default {DEFAULT_IN_FLIGHT})",
+    )
     evaluation.set_defaults(handler=cmd_eval)
 
     models = commands.add_parser(

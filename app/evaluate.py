@@ -249,6 +249,7 @@ def evaluate(
     ks: Sequence[int] | None = None,
     progress: bool = True,
     on_record: Callable[[dict], None] | None = None,
+    max_in_flight: int | None = None,
 ) -> list[dict]:
     """Run every (method, budget) over ``tasks``, appending results to ``out_path``; resumes.
 
@@ -281,14 +282,29 @@ def evaluate(
                     todo = [t for t in tasks if (method.algorithm, budget, t.id) not in done]
                     if not todo:
                         continue
-                    _run_segment(program, todo, inputs, method, budget, out, seed, digest, ks, bar, on_record)
+                    _run_segment(
+                        program,
+                        todo,
+                        inputs,
+                        method,
+                        budget,
+                        out,
+                        seed,
+                        digest,
+                        ks,
+                        bar,
+                        on_record,
+                        max_in_flight,
+                    )
     finally:
         if bar is not None:
             bar.close()
     return read_results(out_path)
 
 
-def _run_segment(program, todo, inputs, method, budget, out, seed, digest, ks, bar, on_record) -> None:
+def _run_segment(
+    program, todo, inputs, method, budget, out, seed, digest, ks, bar, on_record, max_in_flight=None
+) -> None:
     algorithm = method.at(budget)
     by_index = {t.index: t for t in todo}
     ks = sorted({k for k in (ks or _powers_of_two(budget)) if k >= 1})
@@ -305,7 +321,12 @@ def _run_segment(program, todo, inputs, method, budget, out, seed, digest, ks, b
 
     started = time.perf_counter()
     results = algorithm.run(
-        program, [inputs[t.id] for t in todo], seed=seed, ids=[t.index for t in todo], progress=finished
+        program,
+        [inputs[t.id] for t in todo],
+        seed=seed,
+        ids=[t.index for t in todo],
+        progress=finished,
+        max_in_flight=max_in_flight,
     )
     stats = results.stats
     _append(

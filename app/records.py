@@ -86,6 +86,7 @@ def posterior_record(posterior: Posterior) -> dict:
     out["tokens_out"] = d.tokens_out
     out["engine_calls"] = d.engine_calls
     out["wall_time"] = round(d.wall_time, 4)
+    out["barrier_wait"] = round(d.barrier_wait, 4)
     out["diagnostics"] = {
         "algorithm": d.algorithm,
         "particles": d.particles,

@@ -9,8 +9,11 @@ re-tokenised; the tokenizer runs locally from the model's folder.
   them with the problem's id, ``request.group``) go to the same server, chosen by a stable
   hash, so that server's prefix cache serves every particle's shared prompt. Requests
   without a group are routed by a hash of their first ``affinity_tokens`` tokens.
-* **One batched call.** ``generate`` sends its requests concurrently (one HTTP request per
-  ppl request, since each carries its own seed) and returns when all are answered.
+* **Streaming.** Each request is its own HTTP request (each carries its own seed), sent the
+  moment the scheduler submits it, on a pool of ``max_concurrency`` connections; ``poll``
+  hands back answers as they arrive (``ppl.interfaces.Streaming``), so a particle whose
+  segment came back early is already working on its next one. The batched ``generate``
+  and ``logprob`` send their requests concurrently and return when all are answered.
 * **Failures.** Each HTTP request has a timeout; connection errors, 429 and 5xx answers are
   retried with exponential backoff (a server closes idle keep-alive connections after ~5
   s: every request opens its own connection). A server that stays down raises
@@ -31,7 +34,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from ppl.interfaces import GenRequest, ScoreRequest, Segment, Usage
@@ -87,6 +90,9 @@ class OpenAICompatible(HFTokenizer):
         self.requests_per_server: Counter = Counter()
         self._tokenizer = None
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None  # for streamed requests, made on first use
+        self._streamed: dict[Future, int] = {}  # in flight → ticket
+        self._counter = 0
 
     # --- tokenizer ---------------------------------------------------------------------------
 
@@ -146,6 +152,47 @@ class OpenAICompatible(HFTokenizer):
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(jobs))) as pool:
             return list(pool.map(lambda job: job(), jobs))
 
+    # --- streaming ----------------------------------------------------------------------------
+
+    def streams(self, method: str) -> bool:
+        return method in ("generate", "logprob")
+
+    def submit(self, method: str, parts: Sequence) -> list[int]:
+        """Send each request now, on the pool; one ticket per request."""
+        if not self.streams(method):
+            raise ValueError(f"{self.name} streams generate and logprob requests, not {method!r}")
+        if method == "logprob":
+            self._check_scoring(parts)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="ppl-openai")
+        call = self._complete if method == "generate" else self._score
+        tickets = []
+        started = time.perf_counter()
+        for part in parts:
+            self._counter += 1
+            self._streamed[self._pool.submit(call, part)] = self._counter
+            tickets.append(self._counter)
+        with self._lock:
+            self.usage.record_call(len(parts), started)
+        return tickets
+
+    def poll(self) -> list[tuple[int, object]]:
+        """Wait until some requests are answered; their answers. A request that failed after
+        its retries raises its ``ServerError`` here."""
+        if not self._streamed:
+            return []
+        done, _ = wait(list(self._streamed), return_when=FIRST_COMPLETED)
+        return [(self._streamed.pop(future), future.result()) for future in done]
+
+    def in_flight(self) -> int:
+        return len(self._streamed)
+
+    def close(self) -> None:
+        """Stop the pool of streamed requests (their answers are dropped)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool, self._streamed = None, {}
+
     # --- batched calls -----------------------------------------------------------------------
 
     def generate(self, requests: Sequence[GenRequest]) -> list[list[Segment]]:
@@ -194,12 +241,15 @@ class OpenAICompatible(HFTokenizer):
             ids, logprobs, choice.get("finish_reason"), choice.get("stop_reason"), request.temperature
         )
 
-    def logprob(self, requests: Sequence[ScoreRequest]) -> list[float]:
+    def _check_scoring(self, requests: Sequence[ScoreRequest]) -> None:
         for r in requests:
             if r.temperature != 1.0:
                 raise ValueError(f"{self.name}: servers score continuations at temperature 1 only")
             if not r.prompt:
                 raise ValueError(f"{self.name}: scoring needs a non-empty prompt")
+
+    def logprob(self, requests: Sequence[ScoreRequest]) -> list[float]:
+        self._check_scoring(requests)
         started = time.perf_counter()
         answers = self._parallel([lambda r=r: self._score(r) for r in requests])
         with self._lock:

@@ -10,8 +10,16 @@
   (temperature 0) have log-probability 0: a point mass.
 * ``logprob`` scores existing continuations with ``prompt_logprobs`` at temperature 1
   (the only temperature vLLM scores at). Such requests bypass the prefix cache.
-* Batched: one ``generate`` call answers a whole list of requests, each with its own
-  sampling settings and seed; ``n > 1`` branches share the prompt's cache.
+* Streaming: requests are added to vLLM's engine loop (``LLMEngine.add_request`` /
+  ``step``, the loop ``vllm.LLM`` itself runs) one by one as particles reach their sites,
+  and each answer is handed back as soon as its sequence finishes, while the rest of the
+  batch runs on (``ppl.interfaces.Streaming``). We drive that synchronous loop rather than
+  ``AsyncLLM``: the scheduler is one thread that already decides when to wait, and the
+  loop adds no event loop or thread hand-off per token. The batched ``generate`` and
+  ``logprob`` are the same loop, waited for; answers that finish meanwhile for streamed
+  requests are kept for the next ``poll``.
+* Each request has its own sampling settings and seed; ``n > 1`` branches share the
+  prompt's cache.
 * The engine starts lazily, on the first call that needs it, and once per backend
   object: share the object (the CLI and the tests do). On CPUs it must be created under
   ``if __name__ == "__main__":`` (vLLM spawns processes).
@@ -164,37 +172,124 @@ class VLLM(VLLMEngine):
         super().__init__(
             model, enable_prefix_caching=enable_prefix_caching, max_num_seqs=max_num_seqs, **settings
         )
+        self._counter = 0
+        self._pending: dict[str, tuple[str, object]] = {}  # ticket → (method, request) in the engine
+        self._finished: list[tuple[str, object]] = []  # answered while a synchronous call waited
 
     def engine_arguments(self) -> dict:
         return {"logprobs_mode": "processed_logprobs"}
 
-    # --- batched calls -----------------------------------------------------------------------
+    # --- streaming: requests enter the engine one by one, answers leave as they finish ------
+
+    def streams(self, method: str) -> bool:
+        return method in ("generate", "logprob")
+
+    def submit(self, method: str, parts: Sequence) -> list[str]:
+        """Add each request to the engine's running batch at once; one ticket per request."""
+        if method not in ("generate", "logprob"):
+            raise ValueError(f"{self.name} streams generate and logprob requests, not {method!r}")
+        engine = self.engine.llm_engine
+        started = time.perf_counter()
+        tickets = []
+        for part in parts:
+            ids, params = self._generation(part) if method == "generate" else self._scoring(part)
+            self._counter += 1
+            ticket = f"ppl-{self._counter}"
+            engine.add_request(ticket, {"prompt_token_ids": ids}, params)
+            self._pending[ticket] = (method, part)
+            tickets.append(ticket)
+        self.usage.requests += len(parts)
+        self.usage.record_call(len(parts), started)
+        return tickets
+
+    def poll(self) -> list[tuple[str, object]]:
+        """Step the engine until some requests finish; their answers (answers that a
+        synchronous call already stepped past are returned first, without stepping)."""
+        if self._finished:
+            done, self._finished = self._finished, []
+            return done
+        engine = self.engine.llm_engine
+        started = time.perf_counter()
+        done = []
+        while not done and self._pending:
+            for output in engine.step():
+                if output.finished and output.request_id in self._pending:
+                    done.append((output.request_id, self._answer(output)))
+        self.usage.wall_time += time.perf_counter() - started
+        return done
+
+    def in_flight(self) -> int:
+        return len(self._pending) + len(self._finished)
+
+    def _drain(self, tickets: list[str]) -> list:
+        """Step until these tickets are answered (a synchronous call in the middle of a
+        stream): other requests that finish meanwhile are kept for the next ``poll``."""
+        wanted = set(tickets)
+        answers = {t: a for t, a in self._finished if t in wanted}
+        self._finished = [(t, a) for t, a in self._finished if t not in wanted]
+        engine = self.engine.llm_engine
+        started = time.perf_counter()
+        while len(answers) < len(wanted):
+            for output in engine.step():
+                if not (output.finished and output.request_id in self._pending):
+                    continue
+                answer = self._answer(output)
+                if output.request_id in wanted:
+                    answers[output.request_id] = answer
+                else:
+                    self._finished.append((output.request_id, answer))
+        self.usage.wall_time += time.perf_counter() - started
+        return [answers[t] for t in tickets]
+
+    def _answer(self, output):
+        method, part = self._pending.pop(output.request_id)
+        self.usage.prompt_tokens += len(output.prompt_token_ids or ())
+        if method == "generate":
+            self.usage.cached_prompt_tokens += output.num_cached_tokens or 0
+            self.usage.generated_tokens += sum(len(c.token_ids) for c in output.outputs)
+            return self._segments(output, part)
+        ids = output.prompt_token_ids
+        return float(
+            sum(output.prompt_logprobs[i][ids[i]].logprob for i in range(len(part.prompt), len(ids)))
+        )
+
+    def _generation(self, r: GenRequest):
+        vllm = _import_vllm()
+        params = vllm.SamplingParams(
+            n=r.n,
+            temperature=r.temperature,
+            max_tokens=r.max_tokens,
+            stop=list(r.stop) or None,
+            include_stop_str_in_output=True,
+            seed=r.seed,
+            logprobs=0,
+            output_kind=vllm.sampling_params.RequestOutputKind.FINAL_ONLY,
+        )
+        return list(r.prompt), params
+
+    def _scoring(self, r: ScoreRequest):
+        vllm = _import_vllm()
+        if r.temperature != 1.0:
+            raise ValueError(
+                f"{self.name}: vLLM scores continuations at temperature 1 only, got {r.temperature}"
+            )
+        if not r.prompt:
+            raise ValueError(
+                f"{self.name}: scoring needs a non-empty prompt (vLLM has no score for the first token)"
+            )
+        ids = list(r.prompt) + list(r.continuation) + ([self.eos_token_id] if r.eos else [])
+        params = vllm.SamplingParams(
+            max_tokens=1,
+            prompt_logprobs=0,
+            temperature=1.0,
+            output_kind=vllm.sampling_params.RequestOutputKind.FINAL_ONLY,
+        )
+        return ids, params
+
+    # --- batched calls: the same engine loop, waited for ---------------------------------
 
     def generate(self, requests: Sequence[GenRequest]) -> list[list[Segment]]:
-        vllm = _import_vllm()
-        engine = self.engine
-        started = time.perf_counter()
-        params = [
-            vllm.SamplingParams(
-                n=r.n,
-                temperature=r.temperature,
-                max_tokens=r.max_tokens,
-                stop=list(r.stop) or None,
-                include_stop_str_in_output=True,
-                seed=r.seed,
-                logprobs=0,
-            )
-            for r in requests
-        ]
-        prompts = [{"prompt_token_ids": list(r.prompt)} for r in requests]
-        outputs = engine.generate(prompts, params, use_tqdm=False)
-        answers = [self._segments(out, r) for out, r in zip(outputs, requests)]
-        self.usage.requests += len(requests)
-        self.usage.prompt_tokens += sum(len(r.prompt) for r in requests)
-        self.usage.cached_prompt_tokens += sum(out.num_cached_tokens or 0 for out in outputs)
-        self.usage.generated_tokens += sum(len(c.token_ids) for out in outputs for c in out.outputs)
-        self.usage.record_call(len(requests), started)
-        return answers
+        return self._drain(self.submit("generate", requests))
 
     def _segments(self, output, request: GenRequest) -> list[Segment]:
         return [
@@ -209,28 +304,4 @@ class VLLM(VLLMEngine):
         ]
 
     def logprob(self, requests: Sequence[ScoreRequest]) -> list[float]:
-        vllm = _import_vllm()
-        for r in requests:
-            if r.temperature != 1.0:
-                raise ValueError(
-                    f"{self.name}: vLLM scores continuations at temperature 1 only, got {r.temperature}"
-                )
-            if not r.prompt:
-                raise ValueError(
-                    f"{self.name}: scoring needs a non-empty prompt (vLLM has no score for the first token)"
-                )
-        engine = self.engine
-        started = time.perf_counter()
-        full = [
-            list(r.prompt) + list(r.continuation) + ([self.eos_token_id] if r.eos else []) for r in requests
-        ]
-        params = vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
-        outputs = engine.generate([{"prompt_token_ids": ids} for ids in full], params, use_tqdm=False)
-        answers = []
-        for r, ids, out in zip(requests, full, outputs):
-            positions = range(len(r.prompt), len(ids))
-            answers.append(float(sum(out.prompt_logprobs[i][ids[i]].logprob for i in positions)))
-        self.usage.requests += len(requests)
-        self.usage.prompt_tokens += sum(len(ids) for ids in full)
-        self.usage.record_call(len(requests), started)
-        return answers
+        return self._drain(self.submit("logprob", requests))

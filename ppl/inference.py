@@ -9,7 +9,8 @@ inputs, seeding, batching, progress display.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from .posterior import Diagnostics, Posterior, WeightedParticle, log_mean_exp
 from .program import as_program
@@ -47,6 +48,7 @@ def diagnostics(
         dead=sum(p.status == DEAD for p in particles),
         deaths=list(run.deaths),
         extra=extra,
+        barrier_wait=run.barrier_wait,
     )
 
 
@@ -101,39 +103,91 @@ class Algorithm:
         randomness: Source | None = None,
         progress: bool | Callable = False,
         ids: Iterable[int] | None = None,
+        max_in_flight: int | None = None,
     ) -> Results:
         """Run ``program`` on every problem (a tuple of arguments, a dict of keyword
         arguments, or a single argument) and return their Posteriors in order.
 
         A problem's randomness is keyed by ``seed`` and its id (default: its position), so
         its result does not depend on which other problems are in flight; pass ``ids`` to
-        resume part of a dataset with the seeds of an uninterrupted run.
+        resume part of a dataset with the seeds of an uninterrupted run. ``max_in_flight``
+        bounds the particles in flight (None: every problem at once); ``progress`` is True
+        for a progress bar or ``callback(id, posterior)``, called as each problem finishes.
         """
         program = as_program(program)
-        bound = [program.bind(p) for p in problems]
-        ids = list(range(len(bound))) if ids is None else [PROBLEM_ID.check(i) for i in ids]
-        if len(ids) != len(bound) or len(set(ids)) != len(ids):
-            raise ValueError(f"ids must be {len(bound)} distinct integers, one per problem")
-        source = randomness if randomness is not None else SeededSource(seed)
-        on_done, bar = _progress(progress, len(bound), self.name)
+        problems = list(problems)
+        for problem in problems:  # every input checked before anything runs
+            program.bind(problem)
+        ids = list(range(len(problems))) if ids is None else [PROBLEM_ID.check(i) for i in ids]
+        if len(ids) != len(problems) or len(set(ids)) != len(ids):
+            raise ValueError(f"ids must be {len(problems)} distinct integers, one per problem")
+        on_done, bar = _progress(progress, len(problems), self.name)
+        completed = {}
+        stream = self.stream(
+            program, zip(ids, problems), seed=seed, randomness=randomness, max_in_flight=max_in_flight
+        )
         try:
-            completed, stats = self.solve(program, dict(zip(ids, bound)), source, on_done)
+            for index, posterior in stream:
+                completed[index] = posterior
+                if on_done is not None:
+                    on_done(index, posterior)
         finally:
             if bar is not None:
                 bar.close()
         results = Results(completed[i] for i in ids)
-        results.stats = stats
+        results.stats = stream.stats
         return results
 
-    def solve(self, program, problems: dict, source: Source, on_done: Callable | None):
-        """Run bound problems (id → (args, kwargs)); ``on_done(id, posterior)`` as each finishes.
+    def stream(
+        self,
+        program,
+        problems: Iterable[tuple[int, Any]],
+        *,
+        seed: int = 0,
+        randomness: Source | None = None,
+        max_in_flight: int | None = None,
+    ) -> ResultStream:
+        """Run ``(id, problem)`` pairs, yielding ``(id, posterior)`` as each problem finishes.
 
-        Returns id → Posterior and the run's engine statistics. Interpreters that do not run
-        particles on the scheduler (exact enumeration) override this, and must still call
-        ``on_done`` for every problem: that is how ``tts run`` writes its results.
+        Problems are read from ``problems`` only when there is room in flight (at most
+        ``max_in_flight`` particles, and always at least one problem), so a dataset of any
+        size streams through in bounded memory; nothing is kept once yielded.
         """
-        scheduler = Scheduler(program, self, source)
-        return scheduler.run(problems, on_done), scheduler.stats
+        program = as_program(program)
+        source = randomness if randomness is not None else SeededSource(seed)
+        seen: set[int] = set()
+
+        def bound():
+            for index, problem in problems:
+                index = PROBLEM_ID.check(index)
+                if index in seen:
+                    raise ValueError(f"the problem id {index} appears twice")
+                seen.add(index)
+                args, kwargs = program.bind(problem)
+                yield index, program, args, kwargs, self, source
+
+        return self.schedule(bound(), max_in_flight)
+
+    def schedule(self, problems: Iterator, max_in_flight: int | None) -> ResultStream:
+        """The scheduler run behind ``stream``. Interpreters that do not run particles on
+        the scheduler (exact enumeration) override this; they must still yield every problem
+        as it is done: that is how ``tts run`` writes its results."""
+        scheduler = Scheduler(max_particles=max_in_flight, feed=problems)
+        return ResultStream(scheduler.results(), scheduler.stats)
+
+
+class ResultStream:
+    """An iterator of ``(id, posterior)`` as problems finish, with the run's engine ``stats``."""
+
+    def __init__(self, results: Iterator, stats: RunStats | None):
+        self._results = results
+        self.stats = stats
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._results)
 
 
 def _progress(progress, total: int, name: str):

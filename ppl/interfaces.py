@@ -235,3 +235,29 @@ class RewardModel(Protocol):
     usage: Usage
 
     def reward(self, requests: Sequence[RewardRequest]) -> list[float]: ...
+
+
+@runtime_checkable
+class Streaming(Protocol):
+    """A model that takes requests one by one while others run, and answers each as soon as
+    it is done (vLLM's engine loop, concurrent HTTP requests). The scheduler submits a
+    particle's request the moment the particle reaches its site and resumes the particle the
+    moment the answer arrives; models without this answer each round in one batched call.
+    """
+
+    def streams(self, method: str) -> bool:
+        """Whether requests for ``method`` ("generate", "logprob", …) may be streamed."""
+        ...
+
+    def submit(self, method: str, parts: Sequence) -> list:
+        """Start the requests; one ticket (any hashable) per part, in order."""
+        ...
+
+    def poll(self) -> list[tuple[Any, Any]]:
+        """Let the engine work until some requests are done (blocking); their ``(ticket,
+        answer)`` pairs, each answer as ``method`` would have returned it for that part."""
+        ...
+
+    def in_flight(self) -> int:
+        """How many submitted requests have not been answered by ``poll`` yet."""
+        ...

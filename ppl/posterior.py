@@ -80,6 +80,7 @@ class Diagnostics:
     dead: int = 0
     deaths: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    barrier_wait: float = 0.0  # seconds the problem's particles waited at barriers for the others
 
     @property
     def resampling_events(self) -> int:

@@ -24,6 +24,12 @@ DEFAULT_MAX_TOKENS = 256
 
 
 def _token_ids(context, what: str) -> tuple[int, ...]:
+    """The context as a tuple of token ids. A tuple whose ends are ints is taken as it is —
+    contexts grow by concatenating segments' token ids, and converting every element at
+    every site would make a particle's cost quadratic in its length; anything else is
+    converted (and refused when it is not token ids)."""
+    if type(context) is tuple and (not context or (type(context[0]) is int and type(context[-1]) is int)):
+        return context
     if isinstance(context, Segment):
         return context.token_ids
     if isinstance(context, str):

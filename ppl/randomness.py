@@ -67,12 +67,19 @@ def derive_seed(*key: int) -> int:
 
 
 class SeededRandomness:
-    """Independent uniform draws from a PCG64 stream keyed by a tuple of integers."""
+    """Independent uniform draws from a PCG64 stream keyed by a tuple of integers.
+
+    The stream is made on the first draw: most particles never draw locally (the engine
+    draws their tokens), and making a generator costs more than a particle's step.
+    """
 
     def __init__(self, *key: int):
-        self._generator = np.random.Generator(np.random.PCG64(np.random.SeedSequence(list(key))))
+        self._key = key
+        self._generator: np.random.Generator | None = None
 
     def uniform(self, breaks: Sequence[float] | None = None) -> float:
+        if self._generator is None:
+            self._generator = np.random.Generator(np.random.PCG64(np.random.SeedSequence(list(self._key))))
         return float(self._generator.random())
 
 

@@ -1,23 +1,32 @@
-"""The batching scheduler: every live particle of every problem, a few engine calls a round.
+"""The scheduler: every live particle of every problem, streamed through the engines.
 
-How it works — the core's most important decision, in one place:
+How it works — the core's most important decision, in one place (docs/design.md §3):
 
-* A particle is its **record**: the answers its choice sites received so far (segments,
-  scores, draws). To move a particle on, the scheduler *replays* the program from the start
-  under a ``Resume`` handler that serves recorded answers, and stops it at the first site
-  that needs something new (Pyro's ``queue`` idea). Copying a particle at resampling is
-  copying its record; there are no coroutines to clone.
-* A **round**: every runnable particle is replayed to its next engine request, step
-  barrier, or end; the requests are grouped by model and kind; each group is answered by
-  **one** batched backend call; the answers are appended to the records.
+* **A particle is a live execution plus its record.** Each particle runs its program in its
+  own greenlet (a coroutine with its own stack). At a site that needs an engine the
+  particle's ``Resume`` handler switches out to the scheduler with the request; the answer
+  is switched back in and the program goes on from where it stood. Moving a particle one
+  site on costs that site alone: a particle's cost is linear in its sites.
+* **The record** — the answers its choice sites received, in order — is what a copy is
+  made from. A Python frame cannot be copied, so a copy made at resampling starts a new
+  execution that *replays* the record (Pyro's ``queue`` idea: recorded answers are served,
+  nothing is asked of an engine) up to the barrier where its original stood, then runs on
+  live. One copy of each parent takes the parent's own execution over when the parent is
+  discarded, so only the extra copies replay.
+* **Open**: problems are submitted to a queue and admitted while others run, within a limit
+  on particles (or problems) in flight; each finished problem is delivered at once.
+* **Streaming dispatch**: requests are grouped by (model, engine method). A model that
+  streams (``ppl.interfaces.Streaming``: vLLM's engine loop, concurrent HTTP) gets each
+  request as soon as its particle reaches the site and answers it as soon as its sequence
+  ends, while the others run on; any other model answers each group in one batched call.
 * **Barriers are per problem**: when all particles of one problem are at a barrier or
-  finished, the algorithm acts for that problem alone (resample, prune, …) and releases it,
-  while the other problems keep the engine busy.
-* Weights: during replay the handler adds up the log weight of the run so far — scores,
-  conditions, observations, proposal corrections, and the twist of the current step only.
-  At a barrier or at the end, the particle's importance weight grows by the change in that
-  total since its last update (so twists are divided back out at the next step, and a
-  finished particle carries none).
+  finished, the interpreter acts for that problem alone (resample, prune, …) while the
+  other problems keep the engines busy.
+* Weights: the handler keeps the run's log weight (``ppl.handlers.Weigher``: scores,
+  conditions, observations, proposal corrections, and the current step's twist). At a
+  barrier or at the end, the particle's importance weight grows by the change since its
+  last update, so twists are divided back out at the next step and a finished particle
+  carries none.
 
 A program that raises gives its particle weight −∞ and a recorded reason; a backend that
 raises stops the run with an ``EngineError`` that keeps the posteriors already finished.
@@ -27,41 +36,42 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
-from collections.abc import Callable
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import greenlet
+
 from .errors import EngineError
 from .handlers import Draw, Message, Messenger, Need, Site, Weigher, draw, only, resolve_site
-from .interfaces import GenRequest, engine_method
+from .interfaces import GenRequest, Streaming, engine_method
 from .program import Program
 from .randomness import Randomness, Source
 
 RUNNING, WAITING, AT_BARRIER, FINISHED, DEAD = "running", "waiting", "at_barrier", "finished", "dead"
 
 
-class _Suspend(BaseException):
-    """Control flow: the replay reached a site that needs an engine."""
-
-    def __init__(self, need: Need):
-        self.need = need
-
-
-class _AtBarrier(BaseException):
-    """Control flow: the replay reached a step barrier it has not passed yet."""
-
-
 class _Killed(BaseException):
-    """Control flow: the particle's weight became zero."""
+    """Control flow: the particle's weight became zero (raised inside its execution)."""
 
     def __init__(self, reason: str):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class _AtBarrier:
+    """What an execution switches out with at a step barrier it has not passed yet."""
+
+
+@dataclass(frozen=True)
+class _Finished:
+    value: Any
+
+
 @dataclass
 class Particle:
-    """One particle: its record of answers, its weight, and where it stands."""
+    """One particle: its record of answers, its weight, where it stands, and its execution."""
 
     problem: int
     key: tuple[int, ...]
@@ -76,10 +86,14 @@ class Particle:
     error: str | None = None
     sites: list[Site] = field(default_factory=list)
     increments: list[float] = field(default_factory=list)
-    replayed: int = 0  # record entries the last replay consumed (all, except for a replayed reference)
+    replayed: int = 0  # record entries its execution has consumed (all, except for a replayed reference)
+    answer: Any = field(default=None, repr=False)  # the engine's answer, to be switched in
+    execution: Execution | None = field(default=None, repr=False, compare=False)
+    origin: Execution | None = field(default=None, repr=False, compare=False)
 
     def clone(self, key: tuple[int, ...], rng: Randomness) -> Particle:
-        """A copy that shares nothing mutable, with its own key and randomness."""
+        """A copy that shares nothing mutable, with its own key and randomness. It has no
+        execution of its own yet: it may take over its parent's (``origin``), or replay."""
         return replace(
             self,
             key=key,
@@ -87,19 +101,22 @@ class Particle:
             records=[list(answers) for answers in self.records],
             sites=list(self.sites),
             increments=list(self.increments),
+            execution=None,
+            origin=self.execution or self.origin,
         )
 
 
 class Resume(Messenger):
-    """Replays a particle's record and suspends it at its first unanswered site."""
+    """A particle's handler: serves its record, then runs live, switching out to the
+    scheduler at each engine request and each new barrier."""
 
-    def __init__(self, particle: Particle):
+    def __init__(self, particle: Particle, scheduler: greenlet.greenlet):
         super().__init__()
         self.particle = particle
+        self.scheduler = scheduler
         self.choice_index = 0
         self.barriers = 0
         self.weights = Weigher()
-        self.sites: list[Site] = []
 
     def untwist(self) -> None:
         """At a barrier the previous step's twist is divided back out."""
@@ -116,7 +133,8 @@ class Resume(Messenger):
     def process_message(self, msg: Message) -> None:
         if msg.kind == "barrier":
             if self.barriers == self.particle.barriers_passed:
-                raise _AtBarrier()
+                self.particle.replayed = self.choice_index
+                self.scheduler.switch(_AtBarrier())
             self.barriers += 1
             self.untwist()
             msg.done = True
@@ -132,16 +150,45 @@ class Resume(Messenger):
         resolve_site(msg, answers, self.answer)
 
     def answer(self, step: Need | Draw):
-        """A local draw is made at once; an engine request suspends the particle."""
+        """A local draw is made at once; an engine request suspends the particle until the
+        scheduler switches its answer back in."""
         if isinstance(step, Need):
-            raise _Suspend(step)
+            self.particle.replayed = self.choice_index
+            return self.scheduler.switch(step)
         return draw(step, self.particle.rng)
 
     def postprocess_message(self, msg: Message) -> None:
-        self.sites.append(Site(msg.kind, msg.value, msg.log_weight, msg.args))
-        reason = self.weights.add(msg, len(self.sites) - 1)
+        self.particle.sites.append(Site(msg.kind, msg.value, msg.log_weight, msg.args))
+        reason = self.weights.add(msg, len(self.particle.sites) - 1)
         if reason is not None:
             raise _Killed(reason)
+
+
+class Execution:
+    """A particle's program running in its own greenlet, from the start of its record."""
+
+    def __init__(self, particle: Particle, program: Program, args: tuple, kwargs: dict):
+        self.handler = Resume(particle, greenlet.getcurrent())
+        particle.sites = self.handler.sites = []  # rebuilt as the record replays
+        self.greenlet = greenlet.greenlet(self._body)
+        self.program, self.args, self.kwargs = program, args, kwargs
+
+    def _body(self, _answer=None) -> _Finished:
+        with only(self.handler):
+            return _Finished(self.program.fn(*self.args, **self.kwargs))
+
+    @property
+    def owner(self) -> Particle:
+        return self.handler.particle
+
+    def adopt(self, particle: Particle) -> None:
+        """Hand this execution to ``particle``, a copy of its owner at the same barrier."""
+        self.handler.particle = particle
+
+    def resume(self, answer: Any = None):
+        """Run on until the next request, barrier or end; returns what the program stopped at."""
+        self.handler.scheduler = greenlet.getcurrent()
+        return self.greenlet.switch(answer)
 
 
 def update_weight(particle: Particle, total: float) -> None:
@@ -153,25 +200,31 @@ def update_weight(particle: Particle, total: float) -> None:
 
 
 def advance(particle: Particle, program: Program, args: tuple, kwargs: dict) -> None:
-    """Replay ``particle`` to its next engine request, barrier, or end."""
-    handler = Resume(particle)
+    """Run ``particle`` on to its next engine request, barrier, or end."""
+    if particle.execution is None:
+        particle.execution = Execution(particle, program, args, kwargs)
+    execution, answer = particle.execution, particle.answer
+    particle.answer = None
     try:
-        with only(handler):
-            value = program.fn(*args, **kwargs)
-    except _Suspend as suspended:
-        particle.status, particle.need = WAITING, suspended.need
-    except _AtBarrier:
-        update_weight(particle, handler.log_weight_at_barrier())
-        particle.status = AT_BARRIER
+        signal = execution.resume(answer)
     except _Killed as killed:
         kill(particle, killed.reason)
+    except greenlet.GreenletExit:
+        kill(particle, "its execution was stopped")
     except Exception as error:  # the program raised: this particle dies, the run goes on
         kill(particle, f"{type(error).__name__}: {error}")
     else:
-        update_weight(particle, handler.log_weight_at_end())
-        particle.status, particle.value = FINISHED, value
-    particle.sites = handler.sites
-    particle.replayed = handler.choice_index
+        if isinstance(signal, Need):
+            particle.status, particle.need = WAITING, signal
+        elif isinstance(signal, _AtBarrier):
+            update_weight(particle, execution.handler.log_weight_at_barrier())
+            particle.status = AT_BARRIER
+        else:
+            update_weight(particle, execution.handler.log_weight_at_end())
+            particle.status, particle.value = FINISHED, signal.value
+            particle.replayed = execution.handler.choice_index
+    if particle.status in (FINISHED, DEAD):
+        particle.execution = None  # its greenlet has ended
 
 
 def kill(particle: Particle, reason: str) -> None:
@@ -179,13 +232,34 @@ def kill(particle: Particle, reason: str) -> None:
     particle.status, particle.error = DEAD, reason
 
 
+def hand_over(old: list[Particle], new: list[Particle]) -> None:
+    """After an interpreter replaced a problem's particles: each execution whose particle was
+    discarded goes to one copy of it that stands at the same place, so that copy need not
+    replay. Every other copy replays its record when it is next advanced."""
+    kept = {id(p) for p in new}
+    free = {id(p.execution): p.execution for p in old if id(p) not in kept and p.execution is not None}
+    for particle in new:
+        origin, particle.origin = particle.origin, None
+        if particle.execution is not None or origin is None or id(origin) not in free:
+            continue
+        handler = origin.handler
+        if handler.barriers == particle.barriers_passed and handler.choice_index == len(particle.records):
+            del free[id(origin)]
+            origin.adopt(particle)
+            handler.sites = particle.sites
+            particle.execution = origin
+
+
 @dataclass
 class ProblemRun:
-    """One problem in flight: its inputs, particles, and the algorithm's bookkeeping."""
+    """One problem in flight: its program, interpreter, inputs, particles and bookkeeping."""
 
     index: int
     args: tuple
     kwargs: dict
+    program: Program | None = None
+    algorithm: Any = None
+    source: Source | None = None
     particles: list[Particle] = field(default_factory=list)
     step: int = 0
     ess: list[float] = field(default_factory=list)
@@ -195,6 +269,8 @@ class ProblemRun:
     deaths: list[str] = field(default_factory=list)
     tokens_in: int = 0
     tokens_out: int = 0
+    barrier_wait: float = 0.0  # seconds particles spent at barriers waiting for the others
+    first_at_barrier: float | None = None
     state: Any = None  # the interpreter's own bookkeeping for this problem (a dataclass of its own)
 
     def settled(self) -> bool:
@@ -203,136 +279,267 @@ class ProblemRun:
 
 @dataclass
 class RunStats:
-    """What the scheduler asked of the engines: calls and batch sizes per (model, kind)."""
+    """What the scheduler asked of the engines: calls and batch sizes per (model, method),
+    and engine occupancy over time — ``(seconds since start, sequences in the engines)``."""
 
     rounds: int = 0
     calls: dict = field(default_factory=lambda: defaultdict(int))
     batch_sizes: dict = field(default_factory=lambda: defaultdict(list))
+    occupancy: list[tuple[float, int]] = field(default_factory=list)
+    peak_in_flight: int = 0  # the most particles in flight at once
+    started: float = field(default_factory=time.perf_counter)
 
     def total_calls(self, kind: str | None = None) -> int:
         return sum(n for (_, k), n in self.calls.items() if kind is None or k == kind)
+
+    def record_occupancy(self, sequences: int) -> None:
+        self.occupancy.append((time.perf_counter() - self.started, sequences))
 
 
 def _model_name(model) -> str:
     return getattr(model, "name", type(model).__name__)
 
 
-class Scheduler:
-    """Runs many problems' particles together; the algorithm decides what happens at barriers.
+@dataclass
+class _Ticket:
+    """One streamed engine request: whose it is and which of its parts."""
 
-    ``algorithm`` must offer ``start(run, source)`` (create the particles),
-    ``at_barrier(run, source)`` (act once all the problem's particles have arrived) and
-    ``finish(run)`` (return the problem's Posterior). It may offer ``restart(run, source)``,
-    called when all the problem's particles have finished or died: returning True means it
-    set new particles running (a new sweep, a new MCMC round) and the problem stays in flight.
+    particle: Particle
+    request: Any
+    answers: list
+    missing: int
+
+
+class Scheduler:
+    """Runs many problems' particles together; each problem's interpreter decides what
+    happens at its barriers.
+
+    An interpreter offers ``start(run, source)`` (create the particles),
+    ``at_barrier(run, source)`` (act once all the problem's particles have arrived),
+    ``finish(run)`` (return the problem's Posterior) and ``restart(run, source)``, called
+    when all the problem's particles have finished or died: returning True means it set
+    new particles running (a new sweep, a new MCMC round) and the problem stays in flight.
+
+    ``max_particles`` / ``max_problems`` bound what is in flight; problems beyond them wait
+    in the queue (at least one problem is always admitted, whatever its size).
     """
 
-    def __init__(self, program: Program, algorithm, source: Source):
-        self.program = program
-        self.algorithm = algorithm
-        self.source = source
+    def __init__(
+        self,
+        *,
+        max_particles: int | None = None,
+        max_problems: int | None = None,
+        feed: Iterator[tuple] | None = None,
+    ):
+        if max_particles is not None and (
+            isinstance(max_particles, bool) or not isinstance(max_particles, int) or max_particles < 1
+        ):
+            raise ValueError(f"max_in_flight must be an integer >= 1 (particles), got {max_particles!r}")
+        self.max_particles = max_particles
+        self.max_problems = max_problems
+        self.feed = (
+            feed  # more problems, (id, program, args, kwargs, algorithm, source), read when there is room
+        )
         self.stats = RunStats()
+        self.queue: deque[ProblemRun] = deque()
+        self.active: list[ProblemRun] = []
+        self.completed: dict[int, Any] = {}
+        self._runs: dict[int, ProblemRun] = {}  # the active problems by id
+        self._streams: dict[int, Any] = {}  # id(model) → streaming model with requests in flight
+        self._tickets: dict[tuple[int, Any], _Ticket] = {}
 
-    def run(self, problems: dict[int, tuple[tuple, dict]], on_done: Callable | None = None) -> dict:
-        """Run problems (id → bound inputs) to completion; return id → Posterior."""
-        completed: dict[int, Any] = {}
-        active = []
-        for index, (args, kwargs) in problems.items():
-            run = ProblemRun(index, args, kwargs)
-            self.algorithm.start(run, self.source)
-            active.append(run)
-        while active:
+    # --- problems in and out -------------------------------------------------------------
+
+    def submit(
+        self, index: int, program: Program, args: tuple, kwargs: dict, algorithm, source: Source
+    ) -> None:
+        """Queue a problem; it starts when there is room in flight. Ids must be distinct."""
+        if index in self._runs or index in self.completed or any(r.index == index for r in self.queue):
+            raise ValueError(f"a problem with id {index} was already submitted")
+        self.queue.append(ProblemRun(index, args, kwargs, program, algorithm, source))
+
+    def run(self, on_done: Callable[[int, Any], None] | None = None) -> dict[int, Any]:
+        """Run until every submitted problem is done; ``on_done(id, posterior)`` as each
+        finishes (it may submit more). Returns id → Posterior of the problems run."""
+        for index, posterior in self.results():
+            if on_done is not None:
+                on_done(index, posterior)
+        return self.completed
+
+    def results(self) -> Iterator[tuple[int, Any]]:
+        """Drive the run, yielding ``(id, posterior)`` as each problem finishes; problems may
+        be submitted between yields."""
+        self._admit()
+        while self.queue or self.active:
+            self._admit()
             self.stats.rounds += 1
-            for run in active:
+            for run in list(self.active):
+                self._advance(run)
+            finished = self._settle()
+            for run in finished:
+                yield run.index, self.completed[run.index]
+            self._dispatch()
+
+    def _in_flight(self) -> int:
+        return sum(len(run.particles) for run in self.active)
+
+    def _admit(self) -> None:
+        while True:
+            if not self.queue and self.feed is not None:
+                try:
+                    self.submit(*next(self.feed))
+                except StopIteration:
+                    self.feed = None
+            if not self.queue:
+                return
+            run = self.queue[0]
+            size = getattr(run.algorithm, "particles", 1)
+            room = self.max_particles is None or self._in_flight() + size <= self.max_particles
+            room = room and (self.max_problems is None or len(self.active) < self.max_problems)
+            if self.active and not room:
+                return
+            self.queue.popleft()
+            run.started = time.perf_counter()
+            run.algorithm.start(run, run.source)
+            self.active.append(run)
+            self._runs[run.index] = run
+            self.stats.peak_in_flight = max(self.stats.peak_in_flight, self._in_flight())
+
+    # --- moving particles --------------------------------------------------------------------
+
+    def _advance(self, run: ProblemRun) -> None:
+        for particle in run.particles:
+            if particle.status == RUNNING:
+                advance(particle, run.program, run.args, run.kwargs)
+                if particle.status == DEAD:
+                    run.deaths.append(particle.error)
+                elif particle.status == AT_BARRIER and run.first_at_barrier is None:
+                    run.first_at_barrier = time.perf_counter()
+
+    def _settle(self) -> list[ProblemRun]:
+        """Act for every problem whose particles have all arrived; return those finished."""
+        finished, still_active = [], []
+        for run in self.active:
+            if not run.settled():
+                still_active.append(run)
+            elif any(p.status == AT_BARRIER for p in run.particles):
+                if run.first_at_barrier is not None:
+                    run.barrier_wait += time.perf_counter() - run.first_at_barrier
+                    run.first_at_barrier = None
+                old = run.particles
+                run.algorithm.at_barrier(run, run.source)
+                hand_over(old, run.particles)
+                run.step += 1
                 for particle in run.particles:
-                    if particle.status == RUNNING:
-                        advance(particle, self.program, run.args, run.kwargs)
-                        if particle.status == DEAD:
-                            run.deaths.append(particle.error)
-            self._dispatch(active, completed)
-            still_active = []
-            for run in active:
-                if not run.settled():
-                    still_active.append(run)
-                elif any(p.status == AT_BARRIER for p in run.particles):
-                    self.algorithm.at_barrier(run, self.source)
-                    run.step += 1
-                    for particle in run.particles:
-                        if particle.status == AT_BARRIER:
-                            particle.barriers_passed += 1
-                            particle.status = RUNNING
-                    still_active.append(run)
-                elif self._restart(run):
-                    still_active.append(run)
-                else:
-                    completed[run.index] = self.algorithm.finish(run)
-                    if on_done is not None:
-                        on_done(run.index, completed[run.index])
-            active = still_active
-        return completed
+                    if particle.status == AT_BARRIER:
+                        particle.barriers_passed += 1
+                        particle.status = RUNNING
+                still_active.append(run)
+            elif run.algorithm.restart(run, run.source):
+                still_active.append(run)
+            else:
+                self.completed[run.index] = run.algorithm.finish(run)
+                del self._runs[run.index]
+                finished.append(run)
+        self.active = still_active
+        return finished
 
-    def _restart(self, run: ProblemRun) -> bool:
-        restart = getattr(self.algorithm, "restart", None)
-        return bool(restart is not None and restart(run, self.source))
+    # --- engines ------------------------------------------------------------------------------
 
-    def _dispatch(self, active: list[ProblemRun], completed: dict) -> None:
-        """Answer every waiting particle's request with one backend call per (model, method).
-
-        A request names its engine method and the parts that method takes; the answers to a
-        particle's parts become its site's answer through the request's ``take``. Every part
-        answered is counted once, in its problem's token counters.
-        """
-        groups: dict[tuple[int, str], list[Particle]] = defaultdict(list)
+    def _dispatch(self) -> None:
+        """Send every new request: one call per (model, method) to a batched model, each
+        request at once to a streaming one; then, if no particle can move, wait for the
+        streaming engines to answer something."""
+        groups: dict[tuple[int, str], list[tuple[ProblemRun, Particle]]] = defaultdict(list)
         models = {}
-        for run in active:
+        for run in self.active:
             for particle in run.particles:
-                if particle.status == WAITING:
+                if particle.status == WAITING and particle.need is not None:
                     key = (id(particle.need.model), engine_method(particle.need.request))
-                    groups[key].append(particle)
+                    groups[key].append((run, particle))
                     models[key[0]] = particle.need.model
-        runs = {run.index: run for run in active}
-        for (model_id, method), particles in groups.items():
+        for (model_id, method), waiting in groups.items():
             model = models[model_id]
-            parts, owners = [], []
-            for particle in particles:
-                request = particle.need.request
-                if isinstance(request, GenRequest) and request.seed is None:
-                    seed = self.source.engine_seed(
-                        *particle.key, len(particle.records), len(particle.records[-1])
-                    )
-                    request = replace(request, seed=seed)
-                request = request.grouped(particle.problem)
+            owners, parts = [], []
+            for run, particle in waiting:
+                request = self._prepared(run, particle)
+                particle.need = None  # sent
                 owners.append((particle, request, len(parts)))
                 parts.extend(request.parts())
-            answers = self._call(model, method, parts, completed)
-            self.stats.calls[(_model_name(model), method)] += 1
             self.stats.batch_sizes[(_model_name(model), method)].append(len(parts))
-            for particle, request, start in owners:
-                own = answers[start : start + len(request.parts())]
-                run = runs[particle.problem]
-                for part, answer in zip(request.parts(), own):
-                    tokens_in, tokens_out = part.tokens(answer)
-                    run.tokens_in += tokens_in
-                    run.tokens_out += tokens_out
-                particle.records[-1].append(request.take(own))
-                particle.status, particle.need = RUNNING, None
-            for index in {p.problem for p in particles}:
-                runs[index].engine_calls += 1
+            self.stats.calls[(_model_name(model), method)] += 1
+            for run in {id(run): run for run, _ in waiting}.values():
+                run.engine_calls += 1
+            if isinstance(model, Streaming) and model.streams(method):
+                tickets = self._engine(model, "submit", method, parts)
+                self._streams[id(model)] = model
+                for particle, request, start in owners:
+                    ticket = _Ticket(particle, request, [None] * len(request.parts()), len(request.parts()))
+                    for i in range(len(request.parts())):
+                        self._tickets[(id(model), tickets[start + i])] = (ticket, i)
+            else:
+                self.stats.record_occupancy(len(parts))
+                answers = self._engine(model, method, parts)
+                self.stats.record_occupancy(0)
+                for particle, request, start in owners:
+                    self._answered(particle, request, answers[start : start + len(request.parts())])
+        if self._tickets and not any(p.status == RUNNING for run in self.active for p in run.particles):
+            self._poll()
 
-    def _call(self, model, method: str, requests: list, completed: dict) -> list:
+    @staticmethod
+    def _prepared(run: ProblemRun, particle: Particle):
+        """The particle's request with its engine seed (keyed by the particle and the site's
+        position, so the answer does not depend on what else is in flight) and its group."""
+        request = particle.need.request
+        if isinstance(request, GenRequest) and request.seed is None:
+            seed = run.source.engine_seed(*particle.key, len(particle.records), len(particle.records[-1]))
+            request = replace(request, seed=seed)
+        return request.grouped(particle.problem)
+
+    def _poll(self) -> None:
+        """Let every streaming engine with requests in flight run until it answers some."""
+        while True:
+            answered = False
+            for model_id, model in list(self._streams.items()):
+                for ticket_id, answer in self._engine(model, "poll"):
+                    ticket, part = self._tickets.pop((model_id, ticket_id))
+                    ticket.answers[part] = answer
+                    ticket.missing -= 1
+                    if ticket.missing == 0:
+                        self._answered(ticket.particle, ticket.request, ticket.answers)
+                        answered = True
+                self.stats.record_occupancy(model.in_flight())
+                if not model.in_flight():
+                    del self._streams[model_id]
+            if answered or not self._tickets:
+                return
+
+    def _answered(self, particle: Particle, request, answers: list) -> None:
+        run = self._runs[particle.problem]
+        for part, answer in zip(request.parts(), answers):
+            tokens_in, tokens_out = part.tokens(answer)
+            run.tokens_in += tokens_in
+            run.tokens_out += tokens_out
+        particle.answer = request.take(list(answers))
+        particle.status = RUNNING
+
+    def _engine(self, model, method: str, *args):
+        """Call ``model.method(*args)``; any failure becomes an ``EngineError`` that keeps the
+        finished problems."""
+        name = _model_name(model)
+        what = f" on a batch of {len(args[-1])} requests" if args else ""
         try:
-            answers = getattr(model, method)(requests)
+            answers = getattr(model, method)(*args)
         except Exception as error:
             raise EngineError(
-                f"{_model_name(model)}.{method} failed on a batch of {len(requests)} requests: "
-                f"{type(error).__name__}: {error}",
-                backend=_model_name(model),
-                completed=completed,
+                f"{name}.{method} failed{what}: {type(error).__name__}: {error}",
+                backend=name,
+                completed=self.completed,
             ) from error
-        if len(answers) != len(requests):
+        if args and len(answers) != len(args[-1]):
             raise EngineError(
-                f"{_model_name(model)}.{method} returned {len(answers)} answers for {len(requests)} requests",
-                backend=_model_name(model),
-                completed=completed,
+                f"{name}.{method} returned {len(answers)} answers for {len(args[-1])} requests",
+                backend=name,
+                completed=self.completed,
             )
         return list(answers)

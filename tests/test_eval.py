@@ -98,7 +98,9 @@ def _tasks(path: Path) -> list[dict]:
 
 def _comparable(records: list[dict]) -> list[dict]:
     return sorted(
-        ({k: v for k, v in r.items() if k != "wall_time"} for r in records),
+        (
+            {k: v for k, v in r.items() if k not in ("wall_time", "barrier_wait")} for r in records
+        ),  # not timings
         key=lambda r: (r["algorithm"], r["budget"], r["index"]),
     )
 
