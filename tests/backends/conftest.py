@@ -50,6 +50,7 @@ class Backend:
     stop_ends_text: bool  # a stop string is the end of the text (tokens are whole words)
     seeded_alone_equals_batch: bool  # a seeded request alone gives what it gave in a batch
     greedy_token_logprobs_zero: bool  # greedy token log-probs are 0 too (not only Segment.logprob)
+    greedy_branches: bool  # n > 1 at temperature 0 gives n equal segments (else refused)
     prompt_tokens_per_branch: bool  # usage.prompt_tokens counts a prompt once per branch (n)
 
 
@@ -75,6 +76,7 @@ def tabular() -> Backend:
         stop_ends_text=True,
         seeded_alone_equals_batch=True,
         greedy_token_logprobs_zero=True,
+        greedy_branches=True,
         prompt_tokens_per_branch=True,
     )
 
@@ -89,7 +91,7 @@ def engine(name: str, lm) -> Backend:
         system="Answer briefly.",
         prompt=lm.chat(user="Count from one to twenty in words, separated by commas."),
         stops=((), (",",)),
-        max_tokens=(3, 30),
+        max_tokens=(3, 20),
         temperatures=(0.0, 0.8, 1.0),
         seeds=(0, 1),
         short_prompt=lm.chat(user="Say hello."),
@@ -105,6 +107,9 @@ def engine(name: str, lm) -> Backend:
         # existing OpenAI test asserted it); in process it is not promised
         seeded_alone_equals_batch=name == "openai",
         greedy_token_logprobs_zero=False,  # vLLM reports the model's log-probs of greedy tokens
+        # vLLM refuses n > 1 with greedy sampling ("n must be 1 when using greedy sampling"); the
+        # interpreters always send n = 1
+        greedy_branches=False,
         prompt_tokens_per_branch=False,  # the engine counts a prompt once per request
     )
 
