@@ -1,5 +1,6 @@
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -10,3 +11,40 @@ settings.register_profile(
     print_blob=True,
 )
 settings.load_profile("default")
+
+
+# --- the real engines, shared by tests/engine/ and the backend contract suite tests/backends/ ---
+# Session-scoped and lazy: an engine starts only when an engine-tier test asks for it, so
+# the fast tier (``-m "not engine"``) starts none and does not need vLLM.
+
+
+@pytest.fixture(scope="session")
+def default_lm():
+    """The embedded default model on the vLLM offline engine, started once per session."""
+    from ppl.backends.vllm import VLLM, _import_vllm
+
+    _import_vllm()  # fails with the install command if vLLM is missing
+    lm = VLLM(max_num_seqs=64)
+    lm.engine  # noqa: B018 - start it once, here, so timings of tests are their own
+    yield lm
+    lm.close()
+
+
+@pytest.fixture(scope="session")
+def openai_servers():
+    """Two real OpenAI-compatible vLLM servers on 127.0.0.1 serving the default model, started
+    once per session (tests/servers.py). A test may kill one (test_openai_backend.py does):
+    clients are built from the servers still alive."""
+    from servers import Server
+
+    from ppl.backends.embedded import prepare
+
+    model = prepare()
+    started = [Server(model), Server(model)]
+    try:
+        for server in started:
+            server.wait_healthy()
+        yield started
+    finally:
+        for server in started:
+            server.stop()

@@ -15,66 +15,35 @@ import math
 
 import numpy as np
 import pytest
+from interpreters import INTERPRETERS, NAMES
 
 import ppl
-from ppl.algorithms import (
-    DVTS,
-    MH,
-    SMC,
-    BeamSearch,
-    Enumeration,
-    ImportanceSampling,
-    ParticleGibbs,
-    enumerate_program,
-)
+from ppl.algorithms import ALGORITHMS, Enumeration, enumerate_program
 from ppl.errors import AllParticlesDeadError
 
 from tiny import Tiny
-
-# name → (factory, properly weighted evidence?, bad settings that must be rejected)
-INTERPRETERS = {
-    "importance": (lambda: ImportanceSampling(4), True, [dict(particles=0)]),
-    "smc": (
-        lambda: SMC(4, resample="systematic"),
-        True,
-        [dict(particles=-1), dict(particles=2, resample="wild"), dict(particles=2, ess_threshold=2)],
-    ),
-    "enumeration": (lambda: Enumeration(), True, []),
-    "beam": (lambda: BeamSearch(beams=2, expand=2), False, [dict(beams=0), dict(expand=1.5)]),
-    "dvts": (lambda: DVTS(subtrees=2, expand=2), False, [dict(subtrees=0), dict(expand=True)]),
-    "particle_gibbs": (
-        lambda: ParticleGibbs(particles=3, sweeps=2),
-        True,
-        [dict(particles=1), dict(sweeps=0), dict(particles=2, sweeps=2, burn=5), dict(rejuvenate=-1)],
-    ),
-    "mh_suffix": (
-        lambda: MH(chains=3, steps=3),
-        False,
-        [dict(chains=0), dict(steps=0), dict(proposal="gibbs"), dict(steps=2, burn=2)],
-    ),
-    "mh_independent": (lambda: MH(chains=3, steps=3, proposal="independent"), False, [dict(burn=-1)]),
-}
-NAMES = sorted(INTERPRETERS)
-CLASSES = {
-    "importance": ImportanceSampling,
-    "smc": SMC,
-    "enumeration": Enumeration,
-    "beam": BeamSearch,
-    "dvts": DVTS,
-    "particle_gibbs": ParticleGibbs,
-    "mh_suffix": MH,
-    "mh_independent": MH,
-}
 
 TINIES = [Tiny.make(3, 3, seed, 1.0, with_twist=True) for seed in range(4)]
 
 
 def make(name):
-    return INTERPRETERS[name][0]()
+    return INTERPRETERS[name].build()
 
 
 def run(name, program, problems, **kwargs):
     return make(name).run(program, problems, **kwargs)
+
+
+def test_every_interpreter_of_the_registry_is_in_the_table():
+    """A new interpreter in ``ppl.algorithms.ALGORITHMS`` cannot be left out of the suites."""
+    specs = {spec.name for spec in ALGORITHMS.values()}  # aliases name the same spec
+    assert specs == {entry.spec for entry in INTERPRETERS.values()}
+    for name in NAMES:
+        entry = INTERPRETERS[name]
+        assert isinstance(make(name), entry.algorithm_spec.factory)
+        if entry.engine_settings is not None:
+            assert isinstance(entry.build(engine=True), entry.algorithm_spec.factory)
+    assert isinstance(make("enumeration"), Enumeration)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -94,7 +63,7 @@ def test_result_types_and_diagnostics(name):
         d = post.diagnostics
         assert isinstance(d, ppl.Diagnostics) and d.algorithm == algorithm.name
         assert d.particles == len(post.particles) and d.dead == 0 and d.wall_time >= 0
-        if INTERPRETERS[name][1]:
+        if INTERPRETERS[name].weighted:
             assert isinstance(post.log_evidence, float) and math.isfinite(post.log_evidence)
         else:
             assert post.log_evidence is None
@@ -141,11 +110,11 @@ def test_batch_order_and_problems_in_flight_change_nothing(name):
     assert outputs(alone) == outputs([together[3]])
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if INTERPRETERS[n][2]])
+@pytest.mark.parametrize("name", [n for n in NAMES if INTERPRETERS[n].bad])
 def test_bad_settings_are_rejected_clearly(name):
-    for bad in INTERPRETERS[name][2]:
+    for bad in INTERPRETERS[name].bad:
         with pytest.raises(ValueError) as caught:
-            CLASSES[name](**bad)
+            INTERPRETERS[name].algorithm_spec.factory(**bad)
         message = str(caught.value)
         # the message names the setting or the value that is wrong
         assert any(key in message or repr(value) in message for key, value in bad.items()), (bad, message)
@@ -205,3 +174,54 @@ def test_some_runs_raising_do_not_stop_the_others(name):
     post = run(name, fragile, [(lm,)] * 3, seed=1)[2]
     assert not post.all_dead
     assert all(v[:1] != (0,) for v, w in zip(post.values, post.weights) if w > 0)
+
+
+def progress_and_ids_problems():
+    programs = {id(t.lm): t.program() for t in TINIES}
+
+    @ppl.program
+    def dispatch(lm):
+        return programs[id(lm)].fn(lm)
+
+    return dispatch, [(t.lm,) for t in TINIES]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_progress_and_ids_are_honoured(name):
+    """Every interpreter reports each problem once through ``progress(id, posterior)`` with
+    the caller's ids and the very Posteriors it returns, and a problem's result depends only
+    on its id and the seed: permuted or offset ids, or the problem alone, change nothing."""
+    dispatch, problems = progress_and_ids_problems()
+    ids = [7, 3, 11, 5]
+    reported = []
+    results = run(name, dispatch, problems, seed=2, ids=ids, progress=lambda i, p: reported.append((i, p)))
+    assert len(reported) == len(problems) and sorted(i for i, _ in reported) == sorted(ids)
+    by_id = dict(reported)
+    assert len(results) == len(problems)
+    assert all(by_id[i] is post for i, post in zip(ids, results))  # the same objects, in order
+
+    for position, i in enumerate(ids):  # each problem alone, with its id
+        alone = run(name, dispatch, [problems[position]], seed=2, ids=[i])
+        assert outputs(alone) == outputs([results[position]])
+
+    order = [2, 0, 3, 1]  # problems permuted, each keeping its id
+    permuted = run(name, dispatch, [problems[k] for k in order], seed=2, ids=[ids[k] for k in order])
+    for position, k in enumerate(order):
+        assert outputs([permuted[position]]) == outputs([results[k]])
+
+    offset = [i + 100 for i in ids]  # other ids: each problem is its own run with its new id
+    reported.clear()
+    moved = run(name, dispatch, problems, seed=2, ids=offset, progress=lambda i, p: reported.append((i, p)))
+    assert sorted(i for i, _ in reported) == sorted(offset)
+    assert all(dict(reported)[i] is post for i, post in zip(offset, moved))
+    alone = run(name, dispatch, [problems[1]], seed=2, ids=[offset[1]])
+    assert outputs(alone) == outputs([moved[1]])
+    if name != "enumeration":  # the id keys the randomness (exact enumeration has none)
+        assert outputs(moved) != outputs(results)
+
+    reported.clear()  # ppl.infer: the ids are the positions
+    inferred = ppl.infer(
+        dispatch, problems, make(name), seed=2, progress=lambda i, p: reported.append((i, p))
+    )
+    assert sorted(i for i, _ in reported) == [0, 1, 2, 3]
+    assert all(dict(reported)[i] is post for i, post in enumerate(inferred))

@@ -3,7 +3,9 @@
 The same contract as ``tests/test_conformance.py`` — Posterior types and diagnostics, no
 NaN, evidence where the interpreter defines it, one generate call per scheduler round for
 all particles, beams or chains of all problems — on the real vLLM engine. Exact seeds are a
-tabular-backend property (TESTING.md), so reproducibility is not asserted here.
+tabular-backend property (TESTING.md), so reproducibility is not asserted here. The
+interpreters and their engine-tier settings come from the shared table, ``tests/interpreters.py``
+(every interpreter but exact enumeration, which must refuse a real model: tested below).
 """
 
 from __future__ import annotations
@@ -12,29 +14,11 @@ import math
 
 import numpy as np
 import pytest
+from interpreters import ENGINE_NAMES, INTERPRETERS
 
 import ppl
-from ppl.algorithms import (
-    DVTS,
-    MH,
-    SMC,
-    BeamSearch,
-    Enumeration,
-    ImportanceSampling,
-    ParticleGibbs,
-    power_gen,
-)
+from ppl.algorithms import MH, Enumeration, power_gen
 from ppl.errors import NotEnumerableError
-
-INTERPRETERS = {
-    "importance": (lambda: ImportanceSampling(3), True),
-    "smc": (lambda: SMC(3, ess_threshold=1.0), True),
-    "beam": (lambda: BeamSearch(beams=2, expand=2), False),
-    "dvts": (lambda: DVTS(subtrees=2, expand=2), False),
-    "particle_gibbs": (lambda: ParticleGibbs(particles=2, sweeps=2), True),
-    "mh_suffix": (lambda: MH(chains=2, steps=2), False),
-    "mh_independent": (lambda: MH(chains=2, steps=2, proposal="independent"), False),
-}
 
 
 @ppl.program
@@ -54,10 +38,10 @@ def short_answer(lm, question):
 QUESTIONS = [("What is 2 + 3?",), ("Name a colour.",)]
 
 
-@pytest.mark.parametrize("name", sorted(INTERPRETERS))
+@pytest.mark.parametrize("name", ENGINE_NAMES)
 def test_every_interpreter_on_the_default_model(default_lm, name):
-    factory, weighted = INTERPRETERS[name]
-    algorithm = factory()
+    weighted = INTERPRETERS[name].weighted
+    algorithm = INTERPRETERS[name].build(engine=True)
     results = algorithm.run(short_answer, [(default_lm, *q) for q in QUESTIONS], seed=0)
     assert len(results) == 2
     stats = results.stats

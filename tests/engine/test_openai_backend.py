@@ -1,62 +1,30 @@
-"""The OpenAI-compatible backend against real ``vllm serve`` processes on 127.0.0.1."""
+"""The OpenAI-compatible backend against real ``vllm serve`` processes on 127.0.0.1.
+
+The backend contract runs on this backend in tests/backends/test_contract.py; here: what
+only several servers behind one LanguageModel offer — prefix affinity, and failures that
+name the server (killed mid-run, down from the start).
+"""
 
 from __future__ import annotations
 
 import pytest
-from servers import Server
 
 import ppl
-from ppl import GenRequest, ScoreRequest
+from ppl import GenRequest
 from ppl.algorithms import SMC
 from ppl.backends import FunctionReward
-from ppl.backends.embedded import prepare
 from ppl.backends.openai import OpenAICompatible, ServerError
 
 
-@pytest.fixture(scope="module")
-def servers():
-    model = prepare()
-    started = [Server(model), Server(model)]
-    try:
-        for server in started:
-            server.wait_healthy()
-        yield started
-    finally:
-        for server in started:
-            server.stop()
+@pytest.fixture
+def servers(openai_servers):
+    """The session's two servers (tests/conftest.py)."""
+    return openai_servers
 
 
 @pytest.fixture
 def client(servers):
     return OpenAICompatible([s.url for s in servers if s.process.poll() is None], retries=1, backoff=0.2)
-
-
-def test_generation_round_trips_token_ids(client):
-    prompt = client.chat(user="Count from one to ten in words, separated by commas.")
-    requests = [
-        GenRequest(prompt, max_tokens=m, stop=(",",), temperature=0.8, seed=s, n=2)
-        for m in (3, 20)
-        for s in range(2)
-    ]
-    answers = client.generate(requests)
-    assert client.usage.calls == 1 and client.usage.requests == len(requests)
-    for request, branches in zip(requests, answers):
-        assert len(branches) == 2
-        for segment in branches:
-            assert segment.text == client.decode(segment.token_ids)
-            assert len(segment) + segment.eos <= request.max_tokens
-            assert len(segment.token_logprobs) == len(segment) + segment.eos
-            if segment.finish_reason == "stop":
-                assert "," not in client.decode(segment.token_ids[:-1])
-    again = client.generate(requests[:1])
-    assert again[0] == answers[0], "the same seed must give the same result on the same server"
-
-
-def test_scores_agree_with_sampled_logprobs(client):
-    prompt = client.chat(user="Say hello.")
-    sampled = client.generate([GenRequest(prompt, max_tokens=10, temperature=1.0, seed=3)])[0][0]
-    score = client.logprob([ScoreRequest(prompt, sampled.token_ids, sampled.eos)])[0]
-    assert score == pytest.approx(sampled.logprob, abs=0.15)  # bfloat16 scoring vs sampling paths
 
 
 @ppl.program
