@@ -8,6 +8,15 @@ ess_threshold=1)``. Both are timed on the same engine, alternating, after a warm
 
     python benchmarks/particle_filter.py                 # the full workload (8 × 16)
     python benchmarks/particle_filter.py --prompts 2     # a quick look
+    python benchmarks/particle_filter.py --dataset examples/tasks/arithmetic.jsonl --in-flight 128 --chunk 8
+        # the dataset workload: ppl with at most 128 particles in flight, against the loop run
+        # 8 problems at a time (the same memory bound) and against the loop with all at once
+
+With ``--dataset`` the prompts are the task set's inputs (with the workload's instruction to
+put a blank line between steps), and three systems alternate: ``ppl`` (SMC streaming the
+dataset through ``--in-flight`` particles), ``loop`` (the hand-written loop, ``--chunk``
+problems at a time) and ``loop_all`` (the loop with every problem in one batch). Engine
+occupancy over time of the last repeat is plotted to ``--plot``.
 
 Writes a JSON summary to stdout (and --out); see benchmarks/README.md for results.
 """
@@ -62,10 +71,11 @@ def make_program(work: dict):
     return particle_filter
 
 
-def engine_bound(lm: VLLM, work: dict, prompts: list[str], particles: int, seed: int) -> dict:
+def engine_bound(lm: VLLM, work: dict, prompts: list[str], particles: int, seed: int, occupancy=None) -> dict:
     """The hand-written loop: one generate call per step for all live particles."""
     from vllm import SamplingParams
 
+    occupancy = [] if occupancy is None else occupancy
     rng = np.random.default_rng(seed)
     starts = [lm.chat(user=p) for p in prompts]
     # state per prompt: list of (token ids after the prompt, finished?)
@@ -87,7 +97,9 @@ def engine_bound(lm: VLLM, work: dict, prompts: list[str], particles: int, seed:
             for _ in live
         ]
         prompts_ids = [{"prompt_token_ids": list(starts[i] + state[i][j][0])} for i, j in live]
+        occupancy.append((time.perf_counter(), len(live)))
         outputs = lm.engine.generate(prompts_ids, params, use_tqdm=False)
+        occupancy.append((time.perf_counter(), 0))
         calls += 1
         prompt_tokens += sum(len(p["prompt_token_ids"]) for p in prompts_ids)
         cached += sum(out.num_cached_tokens or 0 for out in outputs)
@@ -110,6 +122,127 @@ def engine_bound(lm: VLLM, work: dict, prompts: list[str], particles: int, seed:
     }
 
 
+def chunked_loop(lm, work, prompts, particles, seed, chunk, occupancy) -> dict:
+    """The loop over a dataset, ``chunk`` problems at a time (a bound on memory in flight)."""
+    total = {"engine_calls": 0, "generated_tokens": 0}
+    hits = []
+    for start in range(0, len(prompts), chunk):
+        part = engine_bound(lm, work, prompts[start : start + chunk], particles, seed + start, occupancy)
+        total["engine_calls"] += part["engine_calls"]
+        total["generated_tokens"] += part["generated_tokens"]
+        hits.append(part["prefix_cache_hit_rate"])
+    total["prefix_cache_hit_rate"] = float(np.mean(hits))
+    return total
+
+
+def run_ppl(lm, program, prompts, particles, seed, in_flight=None, occupancy=None) -> dict:
+    before_calls, before_tokens = lm.usage.calls, lm.usage.generated_tokens
+    before_prompt, before_cached = lm.usage.prompt_tokens, lm.usage.cached_prompt_tokens
+    before_engine = lm.usage.wall_time
+    results = SMC(particles, resample="multinomial", ess_threshold=1.0).run(
+        program, [(lm, p) for p in prompts], seed=seed, max_in_flight=in_flight
+    )
+    if occupancy is not None:
+        occupancy.extend((results.stats.started + t, n) for t, n in results.stats.occupancy)
+    return {
+        "engine_calls": lm.usage.calls - before_calls,
+        "generated_tokens": lm.usage.generated_tokens - before_tokens,
+        "prefix_cache_hit_rate": (lm.usage.cached_prompt_tokens - before_cached)
+        / max(1, lm.usage.prompt_tokens - before_prompt),
+        "engine_time": lm.usage.wall_time - before_engine,
+        "barrier_wait": float(sum(p.diagnostics.barrier_wait for p in results)),
+        "peak_in_flight": results.stats.peak_in_flight,
+    }
+
+
+def plot_occupancy(traces: dict, path: Path) -> None:
+    """Sequences in the engine over time, one line per system (a step function)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9, 4.5))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for name, trace in traces.items():
+        if trace:
+            t0 = trace[0][0]
+            axes.step([t - t0 for t, _ in trace], [n for _, n in trace], where="post", label=name)
+    axes.set_xlabel("seconds since the run started")
+    axes.set_ylabel("sequences in the engine")
+    axes.set_title("Engine occupancy: ppl streaming against the hand-written step loop")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def dataset_main(args, work, lm) -> None:
+    """The dataset workload: ppl, the chunked loop and the all-at-once loop, alternating."""
+    tasks = [json.loads(line) for line in args.dataset.read_text().splitlines() if line.strip()]
+    suffix = " Solve it step by step, and put a blank line between steps."
+    prompts = [t["input"] + suffix for t in tasks][: args.prompts]
+    particles = args.particles or work["particles_per_prompt"]
+    program = make_program(work)
+    runs = {"ppl": [], "loop": [], "loop_all": []}
+    traces = {}
+    for repeat in range(args.repeats):
+        traces = {name: [] for name in runs}
+        runs["ppl"].append(
+            measure(
+                "ppl",
+                lambda r=repeat, tr=traces: run_ppl(
+                    lm, program, prompts, particles, r, args.in_flight, tr["ppl"]
+                ),
+            )
+        )
+        runs["loop"].append(
+            measure(
+                "loop",
+                lambda r=repeat, tr=traces: chunked_loop(
+                    lm, work, prompts, particles, r, args.chunk, tr["loop"]
+                ),
+            )
+        )
+        runs["loop_all"].append(
+            measure(
+                "loop_all",
+                lambda r=repeat, tr=traces: chunked_loop(
+                    lm, work, prompts, particles, r, len(prompts), tr["loop_all"]
+                ),
+            )
+        )
+    summary = _summary(runs)
+    for name in ("loop", "loop_all"):
+        summary[f"ppl_over_{name}_wall_time"] = summary["ppl"]["wall_time"] / summary[name]["wall_time"]
+        summary[f"ppl_over_{name}_time_per_token"] = (
+            summary[name]["tokens_per_second"] / summary["ppl"]["tokens_per_second"]
+        )
+    summary["setup"] = {
+        "problems": len(prompts),
+        "particles": particles,
+        "in_flight": args.in_flight,
+        "chunk": args.chunk,
+        "repeats": args.repeats,
+    }
+    if args.plot:
+        plot_occupancy(traces, args.plot)
+    text = json.dumps(summary, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+def _summary(runs: dict) -> dict:
+    summary = {}
+    for name, results in runs.items():
+        summary[name] = {
+            key: float(np.mean([r[key] for r in results]))
+            for key in results[0]
+            if isinstance(results[0][key], float | int)
+        }
+        summary[name]["wall_times"] = [round(r["wall_time"], 2) for r in results]
+    return summary
+
+
 def measure(label: str, run) -> dict:
     started = time.perf_counter()
     result = run()
@@ -126,8 +259,18 @@ def main() -> None:
     parser.add_argument("--particles", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each system")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--dataset", type=Path, default=None, help="a task set (JSONL): the dataset workload")
+    parser.add_argument("--in-flight", type=int, default=None, help="ppl's limit on particles in flight")
+    parser.add_argument("--chunk", type=int, default=8, help="problems per batch of the dataset loop")
+    parser.add_argument("--plot", type=Path, default=None, help="engine occupancy over time (PNG)")
     args = parser.parse_args()
     work = json.loads(args.workload.read_text())
+    if args.dataset is not None:
+        lm = VLLM(**dict(work["engine"]))
+        lm.generate([ppl.GenRequest(lm.chat(user="Hello"), max_tokens=8, seed=0)])  # start and warm up
+        dataset_main(args, work, lm)
+        lm.close()
+        return
     prompts = work["prompts"][: args.prompts]
     particles = args.particles or work["particles_per_prompt"]
     engine = dict(work["engine"])
@@ -141,29 +284,8 @@ def main() -> None:
             measure("bound", lambda r=repeat: engine_bound(lm, work, prompts, particles, seed=r))
         )
 
-        def run_ppl(r=repeat):
-            before_calls, before_tokens = lm.usage.calls, lm.usage.generated_tokens
-            before_prompt, before_cached = lm.usage.prompt_tokens, lm.usage.cached_prompt_tokens
-            before_engine = lm.usage.wall_time
-            SMC(particles, resample="multinomial", ess_threshold=1.0).run(
-                program, [(lm, p) for p in prompts], seed=r
-            )
-            return {
-                "engine_calls": lm.usage.calls - before_calls,
-                "generated_tokens": lm.usage.generated_tokens - before_tokens,
-                "prefix_cache_hit_rate": (lm.usage.cached_prompt_tokens - before_cached)
-                / max(1, lm.usage.prompt_tokens - before_prompt),
-                "engine_time": lm.usage.wall_time - before_engine,
-            }
-
-        runs["ppl"].append(measure("ppl", run_ppl))
-    summary = {}
-    for name, results in runs.items():
-        summary[name] = {
-            key: float(np.mean([r[key] for r in results]))
-            for key in results[0]
-            if isinstance(results[0][key], float | int)
-        }
+        runs["ppl"].append(measure("ppl", lambda r=repeat: run_ppl(lm, program, prompts, particles, r)))
+    summary = _summary(runs)
     summary["ratio_wall_time"] = summary["ppl"]["wall_time"] / summary["bound"]["wall_time"]
     summary["ratio_time_per_token"] = (
         summary["bound"]["tokens_per_second"] / summary["ppl"]["tokens_per_second"]
