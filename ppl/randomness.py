@@ -66,6 +66,71 @@ def derive_seed(*key: int) -> int:
     return int(np.random.SeedSequence(list(key)).generate_state(1)[0] >> 1)
 
 
+_M32 = 0xFFFFFFFF
+_INIT_A, _MULT_A, _INIT_B, _MULT_B = 0x43B0D7E5, 0x931E8875, 0x8B51F9DD, 0x58F38DED
+_MIX_L, _MIX_R, _POOL = 0xCA01F9DD, 0x4973F715, 4
+
+
+def _words(key: Sequence[int]) -> list[int]:
+    """A key as SeedSequence sees it: each integer as little-endian 32-bit words (0 as one)."""
+    out = []
+    for value in key:
+        value = int(value)
+        if value < 0:
+            raise ValueError(f"randomness keys are non-negative integers, got {value}")
+        out.append(value & _M32)
+        value >>= 32
+        while value:
+            out.append(value & _M32)
+            value >>= 32
+    return out
+
+
+def derive_seeds(keys: Sequence[Sequence[int]]) -> list[int]:
+    """``[derive_seed(*k) for k in keys]``, computed for the whole batch at once.
+
+    numpy's ``SeedSequence`` costs tens of µs per key — more than the scheduler's own work
+    for a particle's step — so its hash (entropy pool of 4 words, hashmix and mix, then one
+    output word) is run here vectorised over the batch in uint32 arithmetic. The result is
+    identical to ``derive_seed`` (``tests/test_randomness_keys.py`` compares them).
+    """
+    out = [0] * len(keys)
+    by_length: dict[int, list[int]] = {}
+    entropy = [_words(k) for k in keys]
+    for i, words in enumerate(entropy):
+        by_length.setdefault(len(words), []).append(i)
+    with np.errstate(over="ignore"):
+        for length, rows in by_length.items():
+            table = np.zeros((len(rows), max(length, _POOL)), dtype=np.uint32)
+            table[:, :length] = [entropy[i] for i in rows]
+            constant = _INIT_A
+
+            def hashmix(value):
+                nonlocal constant
+                value = value ^ np.uint32(constant)
+                constant = (constant * _MULT_A) & _M32
+                value = value * np.uint32(constant)
+                return value ^ (value >> np.uint32(16))
+
+            def mix(x, y):
+                result = np.uint32(_MIX_L) * x - np.uint32(_MIX_R) * y
+                return result ^ (result >> np.uint32(16))
+
+            pool = [hashmix(table[:, i]) for i in range(_POOL)]
+            for source in range(_POOL):
+                for target in range(_POOL):
+                    if source != target:
+                        pool[target] = mix(pool[target], hashmix(pool[source]))
+            for source in range(_POOL, table.shape[1]):
+                for target in range(_POOL):
+                    pool[target] = mix(pool[target], hashmix(table[:, source]))
+            state = (pool[0] ^ np.uint32(_INIT_B)) * np.uint32((_INIT_B * _MULT_B) & _M32)
+            state = state ^ (state >> np.uint32(16))
+            for j, i in enumerate(rows):
+                out[i] = int(state[j]) >> 1
+    return out
+
+
 class SeededRandomness:
     """Independent uniform draws from a PCG64 stream keyed by a tuple of integers.
 
@@ -106,6 +171,10 @@ class SeededSource:
     def engine_seed(self, *key: int) -> int:
         return derive_seed(self.seed, *key)
 
+    def engine_seeds(self, keys: Sequence[Sequence[int]]) -> list[int]:
+        """``engine_seed`` for many keys at once (the same values, far cheaper)."""
+        return derive_seeds([(self.seed, *k) for k in keys])
+
 
 class FixedSource:
     """Every key gets the same randomness — e.g. one ``ExhaustiveRandomness`` to enumerate
@@ -119,6 +188,9 @@ class FixedSource:
 
     def engine_seed(self, *key: int) -> int:
         return 0
+
+    def engine_seeds(self, keys: Sequence[Sequence[int]]) -> list[int]:
+        return [0] * len(keys)
 
 
 def categorical(rng: Randomness, logits: Sequence[float]) -> int:

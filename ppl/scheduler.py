@@ -461,8 +461,13 @@ class Scheduler:
         for (model_id, method), waiting in groups.items():
             model = models[model_id]
             owners, parts = [], []
-            for run, particle in waiting:
-                request = self._prepared(run, particle)
+            seeds = self._engine_seeds(waiting)
+            for _, particle in waiting:
+                request = particle.need.request
+                if id(particle) in seeds:
+                    request = replace(request, seed=seeds[id(particle)], group=particle.problem)
+                else:
+                    request = request.grouped(particle.problem)
                 particle.need = None  # sent
                 owners.append((particle, request, len(parts)))
                 parts.extend(request.parts())
@@ -487,14 +492,23 @@ class Scheduler:
             self._poll()
 
     @staticmethod
-    def _prepared(run: ProblemRun, particle: Particle):
-        """The particle's request with its engine seed (keyed by the particle and the site's
-        position, so the answer does not depend on what else is in flight) and its group."""
-        request = particle.need.request
-        if isinstance(request, GenRequest) and request.seed is None:
-            seed = run.source.engine_seed(*particle.key, len(particle.records), len(particle.records[-1]))
-            request = replace(request, seed=seed)
-        return request.grouped(particle.problem)
+    def _engine_seeds(waiting: list[tuple[ProblemRun, Particle]]) -> dict[int, int]:
+        """Engine seeds of the unseeded generation requests, by particle: keyed by the
+        particle and the site's position, so an answer does not depend on what else is in
+        flight; derived per source in one batch."""
+        keyed: dict[int, tuple[Source, list]] = {}
+        for run, particle in waiting:
+            request = particle.need.request
+            if isinstance(request, GenRequest) and request.seed is None:
+                site = (*particle.key, len(particle.records), len(particle.records[-1]))
+                keyed.setdefault(id(run.source), (run.source, []))[1].append((particle, site))
+        seeds = {}
+        for source, entries in keyed.values():
+            batch = getattr(source, "engine_seeds", None)
+            keys = [site for _, site in entries]
+            values = batch(keys) if batch is not None else [source.engine_seed(*k) for k in keys]
+            seeds.update((id(particle), seed) for (particle, _), seed in zip(entries, values))
+        return seeds
 
     def _poll(self) -> None:
         """Let every streaming engine with requests in flight run until it answers some."""

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import itertools
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ppl.algorithms.beam import beam_key
 from ppl.algorithms.gibbs import decision_key, rejuvenation_key, sweep_key
 from ppl.algorithms.mh import chain_key, mh_key
 from ppl.inference import algorithm_key, particle_key
-from ppl.randomness import Stream, key
+from ppl.randomness import Stream, derive_seed, derive_seeds, key
 
 KEY_FUNCTIONS = {
     particle_key: (3, 1, 2),
@@ -55,3 +58,11 @@ def test_stream_values_are_the_published_seeded_outputs():
         ("SEED_HANDLER", 11),
     ]
     assert key(Stream.BEAM, 4, 2) == (10, 4, 2)
+
+
+@settings(max_examples=200)
+@given(st.lists(st.lists(st.integers(0, 2**70), min_size=1, max_size=9), min_size=1, max_size=20))
+def test_batched_seed_derivation_equals_numpys_seed_sequence(keys):
+    """derive_seeds reimplements SeedSequence's hash vectorised: it must agree bit for bit,
+    or every seeded result would change."""
+    assert derive_seeds(keys) == [derive_seed(*k) for k in keys]
