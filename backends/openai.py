@@ -14,6 +14,10 @@ re-tokenised; the tokenizer runs locally from the model's folder.
   hands back answers as they arrive (``ppl.interfaces.Streaming``), so a particle whose
   segment came back early is already working on its next one. The batched ``generate``
   and ``logprob`` send their requests concurrently and return when all are answered.
+* **Next-token reads** (``next_token_logprobs``, a judge's Yes/No): one one-token
+  completion per item with vLLM's ``logprob_token_ids`` (and ``return_tokens_as_token_ids``
+  so the answer names tokens by id); the server's prefix cache serves the shared prompt.
+  A server without ``logprob_token_ids`` answers with an error, raised as ``ServerError``.
 * **Failures.** Each HTTP request has a timeout; connection errors, 429 and 5xx answers are
   retried with exponential backoff (a server closes idle keep-alive connections after ~5
   s: every request opens its own connection). A server that stays down raises
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 import time
 import urllib.error
@@ -37,7 +42,7 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from ppl.interfaces import GenRequest, ScoreRequest, Segment, Usage
+from ppl.interfaces import GenRequest, NextTokenRequest, ScoreRequest, Segment, Usage
 
 from .embedded import DEFAULT_MODEL, embedded, prepare
 from .hf import HFTokenizer
@@ -154,18 +159,20 @@ class OpenAICompatible(HFTokenizer):
 
     # --- streaming ----------------------------------------------------------------------------
 
+    STREAMED = ("generate", "logprob", "next_token_logprobs")
+
     def streams(self, method: str) -> bool:
-        return method in ("generate", "logprob")
+        return method in self.STREAMED
 
     def submit(self, method: str, parts: Sequence) -> list[int]:
         """Send each request now, on the pool; one ticket per request."""
         if not self.streams(method):
-            raise ValueError(f"{self.name} streams generate and logprob requests, not {method!r}")
+            raise ValueError(f"{self.name} streams {', '.join(self.STREAMED)} requests, not {method!r}")
         if method == "logprob":
             self._check_scoring(parts)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="ppl-openai")
-        call = self._complete if method == "generate" else self._score
+        call = {"generate": self._complete, "logprob": self._score, "next_token_logprobs": self._next}[method]
         tickets = []
         started = time.perf_counter()
         for part in parts:
@@ -274,6 +281,46 @@ class OpenAICompatible(HFTokenizer):
             self.usage.requests += 1
             self.usage.prompt_tokens += len(ids)
         return total
+
+    def next_token_logprobs(self, requests: Sequence[NextTokenRequest]) -> list[tuple[float, ...]]:
+        """For each request, its tokens' log-probabilities as the next token (temperature 1):
+        one one-token completion per item, sent concurrently."""
+        started = time.perf_counter()
+        answers = self._parallel([lambda r=r: self._next(r) for r in requests])
+        with self._lock:
+            self.usage.record_call(len(requests), started)
+        return answers
+
+    def _next(self, request: NextTokenRequest) -> tuple[float, ...]:
+        server = self.server_for(request)
+        body = {
+            "model": self._model_for(server),
+            "prompt": list(request.prompt),
+            "max_tokens": 1,
+            "temperature": 1.0,
+            "logprobs": len(request.token_ids),
+            "logprob_token_ids": list(request.token_ids),
+            "return_tokens_as_token_ids": True,
+        }
+        answer = self._http(server, "/v1/completions", body)
+        try:
+            position = answer["choices"][0]["logprobs"]["top_logprobs"][0]
+            # the server writes -inf as -9999.0 (JSON has no infinity)
+            values = [float(position[f"token_id:{t}"]) for t in request.token_ids]
+        except (KeyError, IndexError, TypeError) as error:
+            raise ServerError(
+                server,
+                f"the answer to a next-token request has no log-probabilities for its tokens ({error!r})",
+            ) from None
+        with self._lock:
+            self.requests_per_server[server] += 1
+            self.usage.requests += 1
+            usage = answer.get("usage") or {}
+            self.usage.prompt_tokens += usage.get("prompt_tokens", len(request.prompt))
+            self.usage.generated_tokens += usage.get("completion_tokens", 0)
+            details = usage.get("prompt_tokens_details") or {}
+            self.usage.cached_prompt_tokens += details.get("cached_tokens") or 0
+        return tuple(-math.inf if v <= -9999.0 else v for v in values)
 
     def __repr__(self) -> str:
         return f"OpenAICompatible(servers={self.servers}, model={self.model!r})"

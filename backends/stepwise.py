@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ppl.interfaces import GenRequest, Segment
+from ppl.interfaces import GenRequest, Segment, has_next_token_logprobs
 
 
 class Stepwise:
@@ -72,11 +72,14 @@ class Stepwise:
     # --- streaming ----------------------------------------------------------------------------
 
     def streams(self, method: str) -> bool:
-        return method in ("generate", "logprob")
+        """generate and logprob; next_token_logprobs too when the wrapped LM has it."""
+        return method in ("generate", "logprob") or (
+            method == "next_token_logprobs" and has_next_token_logprobs(self.lm)
+        )
 
     def submit(self, method: str, parts: Sequence) -> list[int]:
         if not self.streams(method):
-            raise ValueError(f"{self.name} streams generate and logprob requests, not {method!r}")
+            raise ValueError(f"{self.name} does not stream {method!r} requests")
         tickets = []
         for part in parts:
             self._counter += 1
@@ -109,7 +112,7 @@ class Stepwise:
         now by the wrapped LM (one call per method) and released when their time is up."""
         room = self.max_num_seqs - len(self._running)
         entering, self._waiting = self._waiting[:room], self._waiting[room:]
-        for method in ("generate", "logprob"):
+        for method in ("generate", "logprob", "next_token_logprobs"):
             batch = [(t, p) for t, m, p in entering if m == method]
             if not batch:
                 continue

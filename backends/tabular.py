@@ -3,9 +3,10 @@
 The table maps a context — the last ``order`` tokens (fewer at the start of a sequence) —
 to logits over the vocabulary plus the end-of-sequence token (id ``len(vocab)``). It is a
 real LM behind the same interface as the vLLM backend (batched ``generate`` with stop
-strings, max tokens, temperature, seeds and ``n``; ``logprob`` of continuations; a
-tokenizer; usage counters) and, being small, it can also list the exact support of a
-generation request — which is what makes exact enumeration of programs possible.
+strings, max tokens, temperature, seeds and ``n``; ``logprob`` of continuations and
+``next_token_logprobs``; a tokenizer; usage counters) and, being small, it can also list
+the exact support of a generation request — which is what makes exact enumeration of
+programs possible.
 
     >>> from ppl.backends.tabular import TabularLM
     >>> from ppl.interfaces import GenRequest
@@ -24,7 +25,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ppl.interfaces import GenRequest, ScoreRequest, Segment, Usage
+from ppl.interfaces import GenRequest, NextTokenRequest, ScoreRequest, Segment, Usage
 from ppl.posterior import logsumexp
 from ppl.randomness import Randomness, SeededRandomness, categorical
 
@@ -229,6 +230,25 @@ class TabularLM:
             out.append(total)
             self.usage.requests += 1
             self.usage.prompt_tokens += len(request.prompt) + len(request.continuation)
+        self._count_call(len(requests), started)
+        return out
+
+    def next_token_logprobs(self, requests: Sequence[NextTokenRequest]) -> list[tuple[float, ...]]:
+        """For each request, the exact log-probabilities of its token ids as the next token
+        after its prompt (temperature 1): the same numbers ``logprob`` gives for them as
+        one-token continuations."""
+        started = time.perf_counter()
+        out = []
+        for request in requests:
+            bad = [t for t in request.token_ids if t > self.eos_token_id]
+            if bad:
+                raise ValueError(
+                    f"{self.name}: token ids {bad} are outside the vocabulary (ids 0..{self.eos_token_id})"
+                )
+            next_logprobs = self.next_logprobs(request.prompt, 1.0)
+            out.append(tuple(float(next_logprobs[t]) for t in request.token_ids))
+            self.usage.requests += 1
+            self.usage.prompt_tokens += len(request.prompt)
         self._count_call(len(requests), started)
         return out
 

@@ -10,6 +10,13 @@
   (temperature 0) have log-probability 0: a point mass.
 * ``logprob`` scores existing continuations with ``prompt_logprobs`` at temperature 1
   (the only temperature vLLM scores at). Such requests bypass the prefix cache.
+* ``next_token_logprobs`` reads the next token's log-probabilities at a few tokens (a
+  judge's Yes and No) with **one** engine request per item: a one-token generation at
+  temperature 1 with ``SamplingParams.logprob_token_ids``, whose first (only) generated
+  position reports those tokens' log-probabilities (with ``processed_logprobs`` at
+  temperature 1, the model's own). Unlike scoring it uses the prefix cache, so particles
+  whose judge prompts share a problem's prefix pay for that prefix once. The sampled token
+  itself is discarded.
 * Streaming: requests are added to vLLM's engine loop (``LLMEngine.add_request`` /
   ``step``, the loop ``vllm.LLM`` itself runs) one by one as particles reach their sites,
   and each answer is handed back as soon as its sequence finishes, while the rest of the
@@ -39,7 +46,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ppl.interfaces import GenRequest, ScoreRequest, Segment, Usage
+from ppl.interfaces import GenRequest, NextTokenRequest, ScoreRequest, Segment, Usage
 
 from .embedded import DEFAULT_MODEL, embedded, prepare
 from .hf import HFTokenizer
@@ -181,18 +188,22 @@ class VLLM(VLLMEngine):
 
     # --- streaming: requests enter the engine one by one, answers leave as they finish ------
 
+    STREAMED = ("generate", "logprob", "next_token_logprobs")
+
     def streams(self, method: str) -> bool:
-        return method in ("generate", "logprob")
+        return method in self.STREAMED
 
     def submit(self, method: str, parts: Sequence) -> list[str]:
         """Add each request to the engine's running batch at once; one ticket per request."""
-        if method not in ("generate", "logprob"):
-            raise ValueError(f"{self.name} streams generate and logprob requests, not {method!r}")
+        if method not in self.STREAMED:
+            raise ValueError(f"{self.name} streams {', '.join(self.STREAMED)} requests, not {method!r}")
+        make = {"generate": self._generation, "logprob": self._scoring, "next_token_logprobs": self._next}
+        make = make[method]
         engine = self.engine.llm_engine
         started = time.perf_counter()
         tickets = []
         for part in parts:
-            ids, params = self._generation(part) if method == "generate" else self._scoring(part)
+            ids, params = make(part)
             self._counter += 1
             ticket = f"ppl-{self._counter}"
             engine.add_request(ticket, {"prompt_token_ids": ids}, params)
@@ -248,6 +259,10 @@ class VLLM(VLLMEngine):
             self.usage.cached_prompt_tokens += output.num_cached_tokens or 0
             self.usage.generated_tokens += sum(len(c.token_ids) for c in output.outputs)
             return self._segments(output, part)
+        if method == "next_token_logprobs":
+            self.usage.cached_prompt_tokens += output.num_cached_tokens or 0
+            self.usage.generated_tokens += sum(len(c.token_ids) for c in output.outputs)
+            return self._read_next(output, part)
         ids = output.prompt_token_ids
         return float(
             sum(output.prompt_logprobs[i][ids[i]].logprob for i in range(len(part.prompt), len(ids)))
@@ -286,6 +301,28 @@ class VLLM(VLLMEngine):
         )
         return ids, params
 
+    def _next(self, r: NextTokenRequest):
+        vllm = _import_vllm()  # vLLM itself refuses token ids outside the model's vocabulary
+        params = vllm.SamplingParams(
+            max_tokens=1,
+            temperature=1.0,
+            logprob_token_ids=list(r.token_ids),
+            detokenize=False,
+            output_kind=vllm.sampling_params.RequestOutputKind.FINAL_ONLY,
+        )
+        return list(r.prompt), params
+
+    def _read_next(self, output, request: NextTokenRequest) -> tuple[float, ...]:
+        """The requested tokens' log-probabilities at the first generated position."""
+        steps = output.outputs[0].logprobs if output.outputs else None
+        if not steps:
+            raise RuntimeError(f"{self.name}: vLLM returned no log-probabilities for a next-token request")
+        position = steps[0]
+        missing = [t for t in request.token_ids if t not in position]
+        if missing:
+            raise RuntimeError(f"{self.name}: vLLM's answer lacks the log-probabilities of tokens {missing}")
+        return tuple(float(position[t].logprob) for t in request.token_ids)
+
     # --- batched calls: the same engine loop, waited for ---------------------------------
 
     def generate(self, requests: Sequence[GenRequest]) -> list[list[Segment]]:
@@ -305,3 +342,8 @@ class VLLM(VLLMEngine):
 
     def logprob(self, requests: Sequence[ScoreRequest]) -> list[float]:
         return self._drain(self.submit("logprob", requests))
+
+    def next_token_logprobs(self, requests: Sequence[NextTokenRequest]) -> list[tuple[float, ...]]:
+        """For each request, its tokens' log-probabilities as the next token after its prompt
+        (temperature 1): one prefix-cached, one-token engine request per item."""
+        return self._drain(self.submit("next_token_logprobs", requests))

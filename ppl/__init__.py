@@ -14,7 +14,7 @@ from .errors import (
 )
 from .handlers import Messenger, seed, trace
 from .inference import Algorithm, Results, infer
-from .interfaces import GenRequest, RewardRequest, ScoreRequest, Segment, Usage
+from .interfaces import GenRequest, NextTokenRequest, RewardRequest, ScoreRequest, Segment, Usage
 from .posterior import Diagnostics, Posterior, WeightedParticle
 from .primitives import condition, gen, observe, reward, sample, score, select, steps, twist
 from .program import Program, program
@@ -29,6 +29,7 @@ __all__ = [
     "GenRequest",
     "Messenger",
     "MissingRandomnessError",
+    "NextTokenRequest",
     "NotEnumerableError",
     "PPLError",
     "Posterior",

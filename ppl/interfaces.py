@@ -1,8 +1,9 @@
 """The interfaces between the core and the engines.
 
-Everything an interpreter asks of the outside world is one of three requests — generate a
-segment, score an existing continuation, or evaluate a reward — or a declared batch of
-them (``ScoreBatch``), and every backend answers lists of them at once. Each request type
+Everything an interpreter asks of the outside world is one of these requests — generate a
+segment, score an existing continuation, read the next token's log-probabilities at a
+few tokens (``NextTokenRequest``, what a judge asks), or evaluate a reward — or a declared
+batch of them (``ScoreBatch``), and every backend answers lists of them at once. Each request type
 names the engine method that answers it (``method``), splits into the parts that method
 takes (``parts``), and turns the method's answers for those parts into the site's answer
 (``take``): the scheduler, direct execution and exact enumeration all dispatch through
@@ -151,6 +152,45 @@ class ScoreBatch:
 
 
 @dataclass(frozen=True)
+class NextTokenRequest:
+    """Log-probabilities of each of ``token_ids`` as the **next** token after ``prompt``,
+    under the LM at temperature 1: the distribution of one position, read at a few tokens.
+
+    Its answer is the tuple of those log-probabilities, in order. It equals
+    ``ScoreRequest(prompt, (t,))`` for each ``t`` — but an engine can answer it with one
+    forward pass that ends at the prompt (vLLM: a one-token generation that reports these
+    tokens' log-probabilities, served by the prefix cache), instead of one scoring pass per
+    token over ``prompt + (t,)``. An LM-as-judge's Yes/No verdict is one of these.
+    """
+
+    prompt: tuple[int, ...]
+    token_ids: tuple[int, ...]
+    group: int | None = None
+
+    method: ClassVar[str] = "next_token_logprobs"
+
+    def __post_init__(self):
+        if not self.prompt:
+            raise ValueError("a next-token request needs a non-empty prompt")
+        if not self.token_ids or any(not _is_count(t) or t < 0 for t in self.token_ids):
+            raise ValueError(
+                f"a next-token request needs one or more token ids (integers >= 0), got {self.token_ids!r}"
+            )
+
+    def parts(self) -> tuple[NextTokenRequest, ...]:
+        return (self,)
+
+    def take(self, answers: list) -> tuple[float, ...]:
+        return answers[0]
+
+    def grouped(self, group: int) -> NextTokenRequest:
+        return replace(self, group=group)
+
+    def tokens(self, answer: tuple[float, ...]) -> tuple[int, int]:
+        return len(self.prompt), 0
+
+
+@dataclass(frozen=True)
 class RewardRequest:
     """Arguments of one reward-model call; hashable so that rewards can be memoised."""
 
@@ -177,7 +217,7 @@ def engine_method(request) -> str:
     if not isinstance(method, str) or not hasattr(request, "parts") or not hasattr(request, "take"):
         raise TypeError(
             f"{type(request).__name__} is not a request an engine answers: a site may ask for a "
-            "GenRequest, ScoreRequest, ScoreBatch or RewardRequest"
+            "GenRequest, ScoreRequest, ScoreBatch, NextTokenRequest or RewardRequest"
         )
     return method
 
@@ -225,6 +265,20 @@ class LanguageModel(Protocol):
     def logprob(self, requests: Sequence[ScoreRequest]) -> list[float]:
         """One batched call: the log-probability of each continuation."""
         ...
+
+    # Optional — not part of the protocol's check, so a backend without it still is a
+    # LanguageModel; callers test ``has_next_token_logprobs(lm)`` and fall back to
+    # ``logprob`` (``ppl.backends.judge.Judge`` does):
+    #
+    #   def next_token_logprobs(self, requests: Sequence[NextTokenRequest]) -> list[tuple[float, ...]]:
+    #       """One batched call: for each request, the log-probabilities of its token ids as
+    #       the next token after its prompt, at temperature 1 (equal to scoring each token
+    #       as a one-token continuation)."""
+
+
+def has_next_token_logprobs(lm) -> bool:
+    """Whether ``lm`` answers ``NextTokenRequest``s (the optional ``next_token_logprobs``)."""
+    return callable(getattr(lm, "next_token_logprobs", None))
 
 
 @runtime_checkable
