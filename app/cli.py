@@ -356,6 +356,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("files", nargs="+", metavar="FILE", help="a .tts file")
     check.set_defaults(handler=cmd_check)
 
+    def in_flight(sub):
+        sub.add_argument(
+            "--in-flight",
+            type=_positive,
+            default=DEFAULT_IN_FLIGHT,
+            metavar="N",
+            help="at most N particles in flight; the next problems start as earlier ones finish "
+            f"(default {DEFAULT_IN_FLIGHT})",
+        )
+
     def common(sub):
         sub.add_argument("file", metavar="FILE", help="a .tts file")
         sub.add_argument(
@@ -396,13 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="FILE.jsonl", help="write the results here (default: standard output)")
     run.add_argument("--particles", type=_positive, metavar="N", help="override the infer clause's particles")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument(
-        "--in-flight",
-        type=_positive,
-        default=DEFAULT_IN_FLIGHT,
-        metavar="N",
-        help=f"at most N particles in flight; the next problems start as earlier ones finish (default {DEFAULT_IN_FLIGHT})",
-    )
+    in_flight(run)
     run.set_defaults(handler=cmd_run)
 
     render = commands.add_parser(
@@ -443,13 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--plot", metavar="FILE.png", help="the plot (default: --out with .png)")
     evaluation.add_argument("--no-plot", action="store_true", help="no plot")
     evaluation.add_argument("--no-progress", action="store_true", help="no progress bar")
-    evaluation.add_argument(
-        "--in-flight",
-        type=_positive,
-        default=DEFAULT_IN_FLIGHT,
-        metavar="N",
-        help=f"at most N particles in flight (default {DEFAULT_IN_FLIGHT})",
-    )
+    in_flight(evaluation)
     evaluation.set_defaults(handler=cmd_eval)
 
     models = commands.add_parser(

@@ -231,15 +231,19 @@ class OpenAICompatible(HFTokenizer):
         segments = [
             self._segment(choice, request) for choice in sorted(answer["choices"], key=lambda c: c["index"])
         ]
+        self._count(server, answer, len(request.prompt))
+        return segments
+
+    def _count(self, server: str, answer: dict, prompt_tokens: int) -> None:
+        """Count one answered completion request in ``usage``, from the server's own usage."""
         with self._lock:
             self.requests_per_server[server] += 1
             self.usage.requests += 1
             usage = answer.get("usage") or {}
-            self.usage.prompt_tokens += usage.get("prompt_tokens", len(request.prompt))
+            self.usage.prompt_tokens += usage.get("prompt_tokens", prompt_tokens)
             self.usage.generated_tokens += usage.get("completion_tokens", 0)
             details = usage.get("prompt_tokens_details") or {}
             self.usage.cached_prompt_tokens += details.get("cached_tokens") or 0
-        return segments
 
     def _segment(self, choice: dict, request: GenRequest) -> Segment:
         logprobs = (choice.get("logprobs") or {}).get("token_logprobs") or []
@@ -312,14 +316,7 @@ class OpenAICompatible(HFTokenizer):
                 server,
                 f"the answer to a next-token request has no log-probabilities for its tokens ({error!r})",
             ) from None
-        with self._lock:
-            self.requests_per_server[server] += 1
-            self.usage.requests += 1
-            usage = answer.get("usage") or {}
-            self.usage.prompt_tokens += usage.get("prompt_tokens", len(request.prompt))
-            self.usage.generated_tokens += usage.get("completion_tokens", 0)
-            details = usage.get("prompt_tokens_details") or {}
-            self.usage.cached_prompt_tokens += details.get("cached_tokens") or 0
+        self._count(server, answer, len(request.prompt))
         return tuple(-math.inf if v <= -9999.0 else v for v in values)
 
     def __repr__(self) -> str:
