@@ -447,9 +447,10 @@ class Scheduler:
     # --- engines ------------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        """Send every new request: one call per (model, method) to a batched model, each
-        request at once to a streaming one; then, if no particle can move, wait for the
-        streaming engines to answer something."""
+        """Send every new request: each request at once to a streaming model; one call per
+        (model, method) to a batched one, made once no streamed request is in flight (so a
+        batched reward model still answers each round in one call, with every particle that
+        reached it); then, if no particle can move, wait for the streams to answer."""
         groups: dict[tuple[int, str], list[tuple[ProblemRun, Particle]]] = defaultdict(list)
         models = {}
         for run in self.active:
@@ -458,8 +459,13 @@ class Scheduler:
                     key = (id(particle.need.model), engine_method(particle.need.request))
                     groups[key].append((run, particle))
                     models[key[0]] = particle.need.model
-        for (model_id, method), waiting in groups.items():
+        streamed = {
+            key for key in groups if isinstance(models[key[0]], Streaming) and models[key[0]].streams(key[1])
+        }
+        for (model_id, method), waiting in sorted(groups.items(), key=lambda item: item[0] not in streamed):
             model = models[model_id]
+            if (model_id, method) not in streamed and self._tickets:
+                continue  # a batched model is called once the stream has drained: one call a round
             owners, parts = [], []
             seeds = self._engine_seeds(waiting)
             for _, particle in waiting:
@@ -475,7 +481,7 @@ class Scheduler:
             self.stats.calls[(_model_name(model), method)] += 1
             for run in {id(run): run for run, _ in waiting}.values():
                 run.engine_calls += 1
-            if isinstance(model, Streaming) and model.streams(method):
+            if (model_id, method) in streamed:
                 tickets = self._engine(model, "submit", method, parts)
                 self._streams[id(model)] = model
                 for particle, request, start in owners:
