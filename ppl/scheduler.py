@@ -169,7 +169,7 @@ class Execution:
 
     def __init__(self, particle: Particle, program: Program, args: tuple, kwargs: dict):
         self.handler = Resume(particle, greenlet.getcurrent())
-        particle.sites = self.handler.sites = []  # rebuilt as the record replays
+        particle.sites = []  # rebuilt as the record replays
         self.greenlet = greenlet.greenlet(self._body)
         self.program, self.args, self.kwargs = program, args, kwargs
 
@@ -246,7 +246,6 @@ def hand_over(old: list[Particle], new: list[Particle]) -> None:
         if handler.barriers == particle.barriers_passed and handler.choice_index == len(particle.records):
             del free[id(origin)]
             origin.adopt(particle)
-            handler.sites = particle.sites
             particle.execution = origin
 
 
