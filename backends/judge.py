@@ -48,7 +48,15 @@ import math
 import time
 from collections.abc import Sequence
 
-from ppl.interfaces import NextTokenRequest, RewardRequest, ScoreRequest, Usage, has_next_token_logprobs
+from ppl.interfaces import (
+    Batch,
+    Delegation,
+    NextTokenRequest,
+    RewardRequest,
+    ScoreRequest,
+    Usage,
+    has_next_token_logprobs,
+)
 
 
 class Judge:
@@ -94,16 +102,50 @@ class Judge:
         new = list(dict.fromkeys(r.args for r in requests if r.args not in self._memo))
         if new:
             for args in new:
-                if len(args) != 2:
-                    raise ValueError(f"{self.name} needs (problem, answer), got {len(args)} arguments")
+                self._check(args)
             prompts = [self.prompt(str(problem), str(answer)) for problem, answer in new]
             for args, (yes, no) in zip(new, self._verdicts(prompts)):
-                if yes == no == -math.inf:
-                    raise ValueError(f"{self.name}: the LM gives both Yes and No probability zero")
-                self._memo[args] = yes - no
+                self._memo[args] = self._logit(yes, no)
             self.usage.requests += len(new)
         self.usage.record_call(len(requests), started)
         return [self._memo[r.args] for r in requests]
+
+    # --- delegation: the verdicts as next-token requests the scheduler streams (ppl.interfaces.Delegating)
+
+    def delegates(self, method: str) -> bool:
+        return method == "reward" and self.next_token
+
+    def delegate(self, method: str, parts: Sequence[RewardRequest]) -> Delegation:
+        """One next-token request to the LM per item not yet memoised (the same values as
+        ``reward``); the scheduler streams them into the engine with everyone's generations."""
+        if not self.delegates(method):
+            raise ValueError(f"{self.name} delegates next-token reward verdicts only, not {method!r}")
+        started = time.perf_counter()
+        new = list(dict.fromkeys(r.args for r in parts if r.args not in self._memo))
+        for args in new:
+            self._check(args)
+        pair = (self._yes[0], self._no[0])
+        asked = tuple(NextTokenRequest(self.prompt(str(p), str(a)), pair) for p, a in new)
+
+        def combine(answers: list) -> list[float]:
+            if len(answers) != len(asked) or any(len(a) != 2 for a in answers):
+                raise RuntimeError(f"{self.name}: the LM answered {len(answers)} of {len(asked)} verdicts")
+            for args, (yes, no) in zip(new, answers):
+                self._memo[args] = self._logit(yes, no)
+            self.usage.requests += len(new)
+            self.usage.record_call(len(parts), started)
+            return [self._memo[r.args] for r in parts]
+
+        return Delegation(self.lm, Batch("next_token_logprobs", asked), combine)
+
+    def _check(self, args: tuple) -> None:
+        if len(args) != 2:
+            raise ValueError(f"{self.name} needs (problem, answer), got {len(args)} arguments")
+
+    def _logit(self, yes: float, no: float) -> float:
+        if yes == no == -math.inf:
+            raise ValueError(f"{self.name}: the LM gives both Yes and No probability zero")
+        return yes - no
 
     def _verdicts(self, prompts: list[tuple[int, ...]]) -> list[tuple[float, float]]:
         """(log p(Yes), log p(No)) for each prompt, in one batched LM call."""

@@ -201,12 +201,15 @@ class VLLM(VLLMEngine):
         make = make[method]
         engine = self.engine.llm_engine
         started = time.perf_counter()
+        made = [make(part) for part in parts]
+        # token ids become engine inputs through the engine's own renderer (as LLM.generate
+        # does); passing raw prompts to add_request is deprecated in vLLM 0.32
+        inputs = self.engine.renderer.render_cmpl([{"prompt_token_ids": ids} for ids, _ in made])
         tickets = []
-        for part in parts:
-            ids, params = make(part)
+        for part, (_, params), engine_input in zip(parts, made, inputs):
             self._counter += 1
             ticket = f"ppl-{self._counter}"
-            engine.add_request(ticket, {"prompt_token_ids": ids}, params)
+            engine.add_request(ticket, engine_input, params)
             self._pending[ticket] = (method, part)
             tickets.append(ticket)
         self.usage.requests += len(parts)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -211,9 +211,28 @@ class RewardRequest:
         return 0, 0
 
 
+@dataclass(frozen=True)
+class Batch:
+    """Several requests of one engine method for one site; its answer is the list of theirs.
+
+    What a ``Delegating`` model asks its inner model for."""
+
+    method: str
+    requests: tuple
+
+    def parts(self) -> tuple:
+        return self.requests
+
+    def take(self, answers: list) -> list:
+        return list(answers)
+
+    def grouped(self, group: int) -> Batch:
+        return Batch(self.method, tuple(r.grouped(group) for r in self.requests))
+
+
 def engine_method(request) -> str:
     """The name of the engine method that answers ``request``; ``TypeError`` for an unknown type."""
-    method = getattr(type(request), "method", None)
+    method = getattr(request, "method", None)
     if not isinstance(method, str) or not hasattr(request, "parts") or not hasattr(request, "take"):
         raise TypeError(
             f"{type(request).__name__} is not a request an engine answers: a site may ask for a "
@@ -314,4 +333,33 @@ class Streaming(Protocol):
 
     def in_flight(self) -> int:
         """How many submitted requests have not been answered by ``poll`` yet."""
+        ...
+
+
+@dataclass(frozen=True)
+class Delegation:
+    """How a ``Delegating`` model answers some requests: ``request`` (a ``Batch``, possibly
+    empty) goes to ``model``, and ``combine`` turns its answers into one answer per
+    original part."""
+
+    model: Any
+    request: Batch
+    combine: Callable[[list], list]
+
+
+@runtime_checkable
+class Delegating(Protocol):
+    """A model that answers some requests by asking another model — an LM-as-judge asks its
+    LM for next-token log-probabilities. The scheduler sends the inner requests like a
+    particle's own (streamed into a streaming engine the moment they are made, beside
+    everyone's generations) instead of waiting for the round to drain and calling the
+    model once; answers pass through ``combine``. The values must equal the model's own
+    batched method on the same parts."""
+
+    def delegates(self, method: str) -> bool:
+        """Whether requests for ``method`` are answered by delegation."""
+        ...
+
+    def delegate(self, method: str, parts: Sequence) -> Delegation:
+        """The inner request for ``parts`` and how to combine its answers."""
         ...

@@ -45,7 +45,7 @@ import greenlet
 
 from .errors import EngineError
 from .handlers import Draw, Message, Messenger, Need, Site, Weigher, draw, only, resolve_site
-from .interfaces import GenRequest, Streaming, engine_method
+from .interfaces import Delegating, GenRequest, Streaming, engine_method
 from .program import Program
 from .randomness import Randomness, Source
 
@@ -346,6 +346,7 @@ class Scheduler:
         self._runs: dict[int, ProblemRun] = {}  # the active problems by id
         self._streams: dict[int, Any] = {}  # id(model) → streaming model with requests in flight
         self._tickets: dict[tuple[int, Any], _Ticket] = {}
+        self._delegations: dict[int, list] = {}  # id(particle) → (model, request, combine), outermost first
 
     # --- problems in and out -------------------------------------------------------------
 
@@ -455,6 +456,8 @@ class Scheduler:
         for run in self.active:
             for particle in run.particles:
                 if particle.status == WAITING and particle.need is not None:
+                    self._delegate(particle)
+                if particle.status == WAITING and particle.need is not None:
                     key = (id(particle.need.model), engine_method(particle.need.request))
                     groups[key].append((run, particle))
                     models[key[0]] = particle.need.model
@@ -533,14 +536,45 @@ class Scheduler:
             if answered or not self._tickets:
                 return
 
+    def _delegate(self, particle: Particle) -> None:
+        """A request to a ``Delegating`` model becomes its inner request (a judge's verdicts
+        become next-token requests to its LM), so it is sent like any other: streamed at
+        once into a streaming engine. Answered at once when nothing is left to ask."""
+        need = particle.need
+        stack = self._delegations.setdefault(id(particle), [])
+        while isinstance(need.model, Delegating) and need.model.delegates(method := engine_method(need.request)):
+            delegation = self._guarded(need.model, "delegate", need.model.delegate, method, need.request.parts())
+            stack.append((need.model, need.request, delegation.combine))
+            need = Need(delegation.model, delegation.request)
+        if not stack:
+            del self._delegations[id(particle)]
+        elif not need.request.parts():
+            particle.need = None
+            self._answered(particle, need.request, [])
+        else:
+            particle.need = need
+
     def _answered(self, particle: Particle, request, answers: list) -> None:
         run = self._runs[particle.problem]
         for part, answer in zip(request.parts(), answers):
             tokens_in, tokens_out = part.tokens(answer)
             run.tokens_in += tokens_in
             run.tokens_out += tokens_out
+        for model, original, combine in reversed(self._delegations.pop(id(particle), [])):
+            answers, request = self._guarded(model, "delegate", combine, list(answers)), original
         particle.answer = request.take(list(answers))
         particle.status = RUNNING
+
+    def _guarded(self, model, method: str, call: Callable, *args):
+        """``call(*args)`` for ``model``; a failure becomes an ``EngineError`` that keeps the
+        finished problems."""
+        try:
+            return call(*args)
+        except Exception as error:
+            name = _model_name(model)
+            raise EngineError(
+                f"{name}.{method} failed: {type(error).__name__}: {error}", backend=name, completed=self.completed
+            ) from error
 
     def _engine(self, model, method: str, *args):
         """Call ``model.method(*args)``; any failure becomes an ``EngineError`` that keeps the

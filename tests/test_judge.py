@@ -9,6 +9,8 @@ import math
 
 import pytest
 
+import ppl
+from ppl.algorithms import SMC
 from ppl.app.models import character_lm
 from ppl.backends.judge import Judge
 from ppl.backends.prm import JudgeSteps, ProcessReward
@@ -174,3 +176,61 @@ def test_stepwise_streams_next_token_reads_when_the_lm_has_them():
     assert judge.next_token and judge.reward(requests()) == Judge(word_lm(), QUESTION).reward(requests())
     with pytest.raises(ValueError, match="does not stream"):
         Stepwise(ScoringOnly(word_lm())).submit("next_token_logprobs", parts)
+
+
+class RecordingStepwise(Stepwise):
+    """The streaming engine, noting for each submission its method and how many generations
+    were still running or waiting in the engine."""
+
+    def __init__(self, lm, **settings):
+        super().__init__(lm, **settings)
+        self.submissions: list[tuple[str, int]] = []
+
+    def submit(self, method, parts):
+        generating = sum(m == "generate" for _, m, _ in self._waiting)
+        generating += sum(isinstance(entry[0], list) for entry in self._running.values())
+        self.submissions.append((method, generating))
+        return super().submit(method, parts)
+
+
+def judged(lm, judge):
+    @ppl.program
+    def program(problem):
+        ctx = lm.chat(user=problem)
+        for _ in ppl.steps(max=3):
+            s = ppl.gen(lm, ctx, max_tokens=4)
+            ctx += s.token_ids
+            ppl.twist(ppl.reward(judge, problem, lm.decode(ctx)))
+            if s.eos:
+                break
+        return lm.decode(ctx)
+
+    return program
+
+
+def test_judge_verdicts_stream_into_the_engine_beside_generations_with_unchanged_values():
+    """A delegating judge's verdicts enter the engine as next-token requests the moment a
+    particle asks, while other particles still generate; the posterior equals the run whose
+    judge is called once per round (exactly, on the tabular LM)."""
+    streaming = RecordingStepwise(word_lm(), max_num_seqs=64)
+    problems = [("2+2",), ("1+3",)]
+    stream_run = SMC(6, resample="multinomial", ess_threshold=1.0).run(
+        judged(streaming, Judge(streaming, QUESTION)), problems, seed=3
+    )
+
+    class RoundJudge(Judge):
+        def delegates(self, method):
+            return False
+
+    plain = word_lm()
+    round_run = SMC(6, resample="multinomial", ess_threshold=1.0).run(
+        judged(plain, RoundJudge(plain, QUESTION)), problems, seed=3
+    )
+    for a, b in zip(stream_run, round_run):
+        assert [p.value for p in a.particles] == [p.value for p in b.particles]
+        assert [p.log_weight for p in a.particles] == pytest.approx([p.log_weight for p in b.particles], abs=1e-12)
+        assert a.log_evidence == pytest.approx(b.log_evidence, abs=1e-12)
+    verdicts = [generating for method, generating in streaming.submissions if method == "next_token_logprobs"]
+    assert verdicts and max(verdicts) > 0, "some verdicts entered while generations were running"
+    assert ("judge(" + streaming.name + ")", "reward") not in stream_run.stats.calls
+    assert round_run.stats.calls[(f"judge({plain.name})", "reward")] >= 1
