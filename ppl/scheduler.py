@@ -542,8 +542,12 @@ class Scheduler:
         once into a streaming engine. Answered at once when nothing is left to ask."""
         need = particle.need
         stack = self._delegations.setdefault(id(particle), [])
-        while isinstance(need.model, Delegating) and need.model.delegates(method := engine_method(need.request)):
-            delegation = self._guarded(need.model, "delegate", need.model.delegate, method, need.request.parts())
+        while isinstance(need.model, Delegating) and need.model.delegates(
+            method := engine_method(need.request)
+        ):
+            delegation = self._guarded(
+                need.model, "delegate", need.model.delegate, method, need.request.parts()
+            )
             stack.append((need.model, need.request, delegation.combine))
             need = Need(delegation.model, delegation.request)
         if not stack:
@@ -573,7 +577,9 @@ class Scheduler:
         except Exception as error:
             name = _model_name(model)
             raise EngineError(
-                f"{name}.{method} failed: {type(error).__name__}: {error}", backend=name, completed=self.completed
+                f"{name}.{method} failed: {type(error).__name__}: {error}",
+                backend=name,
+                completed=self.completed,
             ) from error
 
     def _engine(self, model, method: str, *args):

@@ -228,7 +228,9 @@ def test_judge_verdicts_stream_into_the_engine_beside_generations_with_unchanged
     )
     for a, b in zip(stream_run, round_run):
         assert [p.value for p in a.particles] == [p.value for p in b.particles]
-        assert [p.log_weight for p in a.particles] == pytest.approx([p.log_weight for p in b.particles], abs=1e-12)
+        assert [p.log_weight for p in a.particles] == pytest.approx(
+            [p.log_weight for p in b.particles], abs=1e-12
+        )
         assert a.log_evidence == pytest.approx(b.log_evidence, abs=1e-12)
     verdicts = [generating for method, generating in streaming.submissions if method == "next_token_logprobs"]
     assert verdicts and max(verdicts) > 0, "some verdicts entered while generations were running"
