@@ -20,6 +20,7 @@ import asyncio
 import hmac
 import json
 import logging
+import signal
 import sys
 import time
 import uuid
@@ -419,14 +420,18 @@ def serve(
     server = _Server(config, state, on_sigterm)
     names = ", ".join(programs.served)
     print(f"tts serve: http://{host}:{port}/v1 serving {names}", file=sys.stderr, flush=True)
+    # uvicorn re-raises the signal it stopped on once it is done; with a handler of our own
+    # in place that is a no-op, so the engines are closed and the outcome is said here
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         server.run()
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if runner.closed is None:
             runner.close(cancel=True)
         runner.join(timeout=10)
         programs.close()
-    print(f"tts serve: stopped ({server.outcome})", file=sys.stderr, flush=True)
+        print(f"tts serve: stopped ({server.outcome})", file=sys.stderr, flush=True)
     return 0
 
 
