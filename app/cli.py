@@ -331,6 +331,10 @@ def cmd_serve(args) -> int:
         max_body=args.max_body,
         allow_source=args.allow_source,
     )
+    if args.queue < 0:
+        raise UsageError(f"--queue must be at least 0, got {args.queue}")
+    if not (args.timeout > 0 and args.drain_timeout >= 0):
+        raise UsageError("--timeout must be above 0 and --drain-timeout at least 0 (seconds)")
     for path in args.files:
         if not Path(path).is_file():
             raise UserError(f"cannot read {path}: no such file")

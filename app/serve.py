@@ -405,7 +405,11 @@ def serve(
 
     programs = Programs(files, backend, options)
     metrics = Metrics()
-    runner = Runner(limits.in_flight, metrics)
+    runner = Runner(
+        limits.in_flight,
+        metrics,
+        engines=lambda: list({id(m): m for m in list(programs.models.values())}.values()),
+    )
     state = State(programs, limits, runner, metrics, api_key)
     app = Guard(create_app(state), state)
     config = uvicorn.Config(

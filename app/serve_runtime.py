@@ -17,6 +17,7 @@ import itertools
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +87,11 @@ class Metrics:
         self.generation_tokens = Counter(
             "ppl:generation_tokens", "Generated tokens of every particle.", ["model_name"], registry=r
         )
+        self.cached_tokens = Counter(
+            "ppl:prompt_tokens_cached",
+            "Prompt tokens the engines served from their prefix cache.",
+            registry=r,
+        )
         self.rounds = Counter("ppl:scheduler_rounds", "Rounds of the shared scheduler.", registry=r)
         self.latency = Histogram(
             "ppl:e2e_request_latency_seconds",
@@ -99,9 +105,11 @@ class Metrics:
 class Runner:
     """The scheduler thread. ``submit``/``cancel``/``close`` may be called from any thread."""
 
-    def __init__(self, in_flight: int, metrics: Metrics):
+    def __init__(self, in_flight: int, metrics: Metrics, engines: Callable[[], list] = list):
         self.in_flight = in_flight
         self.metrics = metrics
+        self.engines = engines  # the loaded models, whose usage counts cached prompt tokens
+        self._cached = 0
         self._lock = threading.Lock()
         self._jobs: dict[int, Job] = {}
         self._ids = itertools.count()
@@ -193,6 +201,10 @@ class Runner:
             if new:
                 m.engine_calls.labels(str(engine), method).inc(new)
                 self._calls[(engine, method)] = calls
+        cached = sum(getattr(getattr(e, "usage", None), "cached_prompt_tokens", 0) for e in self.engines())
+        if cached > self._cached:
+            m.cached_tokens.inc(cached - self._cached)
+            self._cached = cached
         m.requests_running.set(len(scheduler.active))
         m.requests_waiting.set(scheduler.waiting())
         m.particles_running.set(sum(len(run.particles) for run in scheduler.active))

@@ -331,3 +331,20 @@ def test_health_and_metrics(server):
                  'ppl:prompt_tokens_total{model_name="echo"}', 'ppl:particles_total{model_name="echo"}'):  # fmt: skip
         assert name in samples, sorted(samples)
     assert samples['ppl:request_success_total{model_name="echo"}'] > 0
+
+
+def tts_serve(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "ppl.app.cli", "serve", *args, "--port", "0"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def test_serve_refuses_bad_files_and_options_before_binding(tmp_path):
+    bad = tmp_path / "bad.tts"
+    bad.write_text("version 0.1\nprogram f() -> text {\n  return 1\n}\n")
+    done = tts_serve(str(bad))
+    assert done.returncode == 1 and f"{bad}:3:" in done.stderr and "Traceback" not in done.stderr
+    done = tts_serve(str(tmp_path / "nope.tts"))
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"tts serve: cannot read {tmp_path / 'nope.tts'}: no such file"
+    done = tts_serve(str(ECHO), "--queue", "-1")
+    assert done.returncode == 2 and "tts serve: --queue must be at least 0, got -1" in done.stderr
