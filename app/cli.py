@@ -6,6 +6,8 @@
                                            run the file's infer clause; one JSON line per problem
     tts render FILE [--input TEXT]         print the exact prompt (text and token ids) of the
                                            first lm.gen, without calling any engine
+    tts serve FILE... [--backend B] [--host 127.0.0.1] [--port 8000] [--api-key KEY]
+                                           the programs behind an OpenAI-compatible endpoint
     tts eval FILE --data TASKS.jsonl --out results.jsonl [--budgets 1,2,4,8] [--algorithm NAME]...
                                            evaluate at each budget; results appended per task,
                                            resumable; a markdown summary and a PNG plot
@@ -315,6 +317,43 @@ def cmd_render(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    """Serve the files' programs behind an OpenAI-compatible endpoint (``ppl.app.serve``)."""
+    from .serve import serve  # FastAPI and uvicorn are imported only to serve
+    from .serve_requests import Limits
+
+    limits = Limits(
+        max_particles=args.max_particles,
+        max_tokens=args.max_tokens,
+        timeout=args.timeout,
+        in_flight=args.in_flight,
+        queue=args.queue,
+        max_body=args.max_body,
+        allow_source=args.allow_source,
+    )
+    if args.queue < 0:
+        raise UsageError(f"--queue must be at least 0, got {args.queue}")
+    if not (args.timeout > 0 and args.drain_timeout >= 0):
+        raise UsageError("--timeout must be above 0 and --drain-timeout at least 0 (seconds)")
+    for path in args.files:
+        if not Path(path).is_file():
+            raise UserError(f"cannot read {path}: no such file")
+    try:
+        return serve(
+            args.files,
+            backend=args.backend,
+            options=_backend_options(args),
+            host=args.host,
+            port=args.port,
+            api_key=args.api_key or os.environ.get("TTS_API_KEY") or None,
+            limits=limits,
+            on_sigterm=args.on_sigterm,
+            drain_timeout=args.drain_timeout,
+        )
+    except (OSError, ValueError) as error:
+        raise UserError(str(error)) from None
+
+
 def cmd_models(args) -> int:
     if args.action == "prepare":
         try:
@@ -449,6 +488,93 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--no-progress", action="store_true", help="no progress bar")
     in_flight(evaluation)
     evaluation.set_defaults(handler=cmd_eval)
+
+    served = commands.add_parser(
+        "serve",
+        help="serve the programs behind an OpenAI-compatible endpoint",
+        description="Serve every program of the files over HTTP in the OpenAI format: "
+        "/v1/chat/completions, /v1/completions, /v1/models, /health, /metrics. A request is a "
+        "problem (model = the program, the last user message its text input; extra_body "
+        '{"ppl": {"algorithm": ..., "particles": ..., "seed": ...}} chooses the interpreter); all '
+        "requests share one scheduler, so their particles share engine calls.",
+    )
+    served.add_argument("files", nargs="+", metavar="FILE", help="a .tts file")
+    served.add_argument(
+        "--backend",
+        choices=sorted(backend_names()),
+        default=None,
+        help="the engine for every model of the files (default: each model's own, else tabular)",
+    )
+    served.add_argument("--engine", action="append", metavar="KEY=VALUE", help="an engine setting (vllm)")
+    served.add_argument(
+        "--server", action="append", metavar="URL", help="an OpenAI-compatible server (openai), repeatable"
+    )
+    served.add_argument("--host", default="127.0.0.1", help="the address to bind (default 127.0.0.1)")
+    served.add_argument("--port", type=int, default=8000, help="the port (default 8000)")
+    served.add_argument(
+        "--api-key", metavar="KEY", help="require Authorization: Bearer KEY on every call (or TTS_API_KEY)"
+    )
+    served.add_argument(
+        "--max-particles",
+        type=_positive,
+        default=256,
+        metavar="N",
+        help="particles per request (default 256)",
+    )
+    served.add_argument(
+        "--max-tokens",
+        type=_positive,
+        default=200_000,
+        metavar="N",
+        help="tokens a request may generate over all its particles (default 200000)",
+    )
+    served.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="seconds per request, queued or running (default 300)",
+    )
+    served.add_argument(
+        "--in-flight",
+        type=_positive,
+        default=1024,
+        metavar="N",
+        help="particles of all requests in flight at once; more requests wait (default 1024)",
+    )
+    served.add_argument(
+        "--queue",
+        type=int,
+        default=64,
+        metavar="N",
+        help="requests that may wait for room; beyond them 429 with Retry-After (default 64)",
+    )
+    served.add_argument(
+        "--max-body",
+        type=_positive,
+        default=1_000_000,
+        metavar="BYTES",
+        help="request body limit (default 1 MB)",
+    )
+    served.add_argument(
+        "--allow-source",
+        action="store_true",
+        help="let requests carry .tts source (ppl.source), checked and capped",
+    )
+    served.add_argument(
+        "--on-sigterm",
+        choices=("drain", "cancel"),
+        default="drain",
+        help="on SIGTERM finish the requests in flight (drain, default) or cancel them",
+    )
+    served.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="how long draining may take (default 30)",
+    )
+    served.set_defaults(handler=cmd_serve)
 
     models = commands.add_parser(
         "models",

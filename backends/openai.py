@@ -194,6 +194,15 @@ class OpenAICompatible(HFTokenizer):
     def in_flight(self) -> int:
         return len(self._streamed)
 
+    def abort(self, tickets: Sequence[int]) -> None:
+        """Withdraw requests: those not started yet are cancelled; a request already sent
+        finishes on its server, and its answer is dropped."""
+        gone = set(tickets)
+        for future, ticket in list(self._streamed.items()):
+            if ticket in gone:
+                future.cancel()
+                del self._streamed[future]
+
     def close(self) -> None:
         """Stop the pool of streamed requests (their answers are dropped)."""
         if self._pool is not None:

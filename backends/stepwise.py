@@ -107,6 +107,13 @@ class Stepwise:
     def in_flight(self) -> int:
         return len(self._waiting) + len(self._running)
 
+    def abort(self, tickets: Sequence[int]) -> None:
+        """Withdraw requests: they leave the waiting line or the running batch at once."""
+        gone = set(tickets)
+        self._waiting = [entry for entry in self._waiting if entry[0] not in gone]
+        for ticket in gone:
+            self._running.pop(ticket, None)
+
     def _start_waiting(self) -> None:
         """Requests enter the running batch while there is room; their answers are computed
         now by the wrapped LM (one call per method) and released when their time is up."""

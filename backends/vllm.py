@@ -235,6 +235,16 @@ class VLLM(VLLMEngine):
     def in_flight(self) -> int:
         return len(self._pending) + len(self._finished)
 
+    def abort(self, tickets: Sequence[str]) -> None:
+        """Withdraw requests from the running batch (``LLMEngine.abort_request``)."""
+        gone = set(tickets)
+        running = [t for t in gone if t in self._pending]
+        if running:
+            self.engine.llm_engine.abort_request(running)
+        for ticket in running:
+            del self._pending[ticket]
+        self._finished = [(t, a) for t, a in self._finished if t not in gone]
+
     def _drain(self, tickets: list[str]) -> list:
         """Step until these tickets are answered (a synchronous call in the middle of a
         stream): other requests that finish meanwhile are kept for the next ``poll``."""

@@ -335,6 +335,10 @@ class Streaming(Protocol):
         """How many submitted requests have not been answered by ``poll`` yet."""
         ...
 
+    # Optional: ``abort(tickets)`` withdraws requests whose answers are no longer wanted (a
+    # cancelled problem's); ``poll`` never returns them and ``in_flight`` stops counting them.
+    # The scheduler calls it when a model has it, and otherwise drops those answers itself.
+
 
 @dataclass(frozen=True)
 class Delegation:

@@ -176,6 +176,34 @@ class SeededSource:
         return derive_seeds([(self.seed, *k) for k in keys])
 
 
+class AsProblem:
+    """``source`` as problem ``problem`` sees it, whatever id the scheduler runs it under.
+
+    Every key is ``(Stream.X, problem, …)``; this replaces the problem by ``problem`` before
+    asking ``source``. A server runs each request under a fresh scheduler id; wrapped as
+    ``AsProblem(SeededSource(seed), 0)`` a request gets exactly the draws of problem 0 in a
+    run with that seed (``tts run --input … --seed …``), whatever else is in flight.
+    """
+
+    def __init__(self, source: Source, problem: int = 0):
+        self.source = source
+        self.problem = problem
+
+    def _key(self, key: Sequence[int]) -> tuple[int, ...]:
+        return (key[0], self.problem, *key[2:])
+
+    def __call__(self, *key: int) -> Randomness:
+        return self.source(*self._key(key))
+
+    def engine_seed(self, *key: int) -> int:
+        return self.source.engine_seed(*self._key(key))
+
+    def engine_seeds(self, keys: Sequence[Sequence[int]]) -> list[int]:
+        rekeyed = [self._key(k) for k in keys]
+        batch = getattr(self.source, "engine_seeds", None)
+        return batch(rekeyed) if batch is not None else [self.source.engine_seed(*k) for k in rekeyed]
+
+
 class FixedSource:
     """Every key gets the same randomness — e.g. one ``ExhaustiveRandomness`` to enumerate
     a whole run. Engines must then draw through it too (``TabularLM.with_randomness``)."""

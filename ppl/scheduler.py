@@ -15,6 +15,10 @@ How it works — the core's most important decision, in one place (docs/design.m
   discarded, so only the extra copies replay.
 * **Open**: problems are submitted to a queue and admitted while others run, within a limit
   on particles (or problems) in flight; each finished problem is delivered at once.
+  ``submit`` and ``cancel`` may be called from any thread while another runs the scheduler
+  (``serve`` runs it for good, waiting when idle: what ``tts serve`` does); a cancelled
+  problem's particles die, its streamed engine requests are aborted, and it is delivered
+  once as a ``Cancelled`` record.
 * **Streaming dispatch**: requests are grouped by (model, engine method). A model that
   streams (``ppl.interfaces.Streaming``: vLLM's engine loop, concurrent HTTP) gets each
   request as soon as its particle reaches the site and answers it as soon as its sequence
@@ -35,6 +39,7 @@ raises stops the run with an ``EngineError`` that keeps the posteriors already f
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
@@ -286,6 +291,8 @@ class RunStats:
     batch_sizes: dict = field(default_factory=lambda: defaultdict(list))
     occupancy: list[tuple[float, int]] = field(default_factory=list)
     peak_in_flight: int = 0  # the most particles in flight at once
+    cancelled: int = 0  # problems cancelled
+    cancelled_particles: int = 0  # their particles that were still running or waiting
     started: float = field(default_factory=time.perf_counter)
 
     def total_calls(self, kind: str | None = None) -> int:
@@ -297,6 +304,18 @@ class RunStats:
 
 def _model_name(model) -> str:
     return getattr(model, "name", type(model).__name__)
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """What ``results()`` / ``serve()`` deliver for a problem cancelled before it finished:
+    why, and what it had cost (particles in flight when cancelled: 0 if it was still queued)."""
+
+    reason: str
+    particles: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    engine_calls: int = 0
 
 
 @dataclass
@@ -347,16 +366,59 @@ class Scheduler:
         self._streams: dict[int, Any] = {}  # id(model) → streaming model with requests in flight
         self._tickets: dict[tuple[int, Any], _Ticket] = {}
         self._delegations: dict[int, list] = {}  # id(particle) → (model, request, combine), outermost first
+        # shared with other threads (submit, cancel, close), under the lock:
+        self._lock = threading.Condition()
+        self._pending: set[int] = set()  # ids submitted and not yet delivered
+        self._cancels: dict[int, str] = {}  # id → reason, applied at the start of the next round
+        self._closing: str | None = None  # "drain" or "cancel": serve() ends
 
     # --- problems in and out -------------------------------------------------------------
 
     def submit(
         self, index: int, program: Program, args: tuple, kwargs: dict, algorithm, source: Source
     ) -> None:
-        """Queue a problem; it starts when there is room in flight. Ids must be distinct."""
-        if index in self._runs or index in self.completed or any(r.index == index for r in self.queue):
-            raise ValueError(f"a problem with id {index} was already submitted")
-        self.queue.append(ProblemRun(index, args, kwargs, program, algorithm, source))
+        """Queue a problem; it starts when there is room in flight. Ids must be distinct (from
+        the problems not yet delivered, and from those kept in ``completed``). Any thread may
+        submit while another thread runs the scheduler; it wakes ``serve`` up."""
+        with self._lock:
+            if index in self._pending or index in self.completed:
+                raise ValueError(f"a problem with id {index} was already submitted")
+            if self._closing is not None:
+                raise RuntimeError("the scheduler is closed: it takes no more problems")
+            self._pending.add(index)
+            self.queue.append(ProblemRun(index, args, kwargs, program, algorithm, source))
+            self._lock.notify_all()
+
+    def cancel(self, index: int, reason: str = "cancelled") -> bool:
+        """Stop a problem, from any thread; False if it is not pending (unknown or delivered).
+
+        It takes effect at the start of the next round: a queued problem is dropped; one in
+        flight has its particles killed and its streamed engine requests aborted (``abort``
+        on models that offer it; otherwise their answers are dropped as they come). It is
+        delivered once, as ``Cancelled(reason, …)``. A problem that finishes before the
+        cancellation takes effect is delivered as usual."""
+        with self._lock:
+            if index not in self._pending:
+                return False
+            self._cancels.setdefault(index, reason)
+            self._lock.notify_all()
+            return True
+
+    def close(self, *, cancel: bool = False, reason: str = "the scheduler was closed") -> None:
+        """End ``serve()``, from any thread: once every problem submitted has finished (drain),
+        or, with ``cancel=True``, at once, every pending problem cancelled with ``reason``.
+        ``submit`` refuses problems from now on."""
+        with self._lock:
+            self._closing = "cancel" if cancel else "drain"
+            if cancel:
+                for index in self._pending:
+                    self._cancels.setdefault(index, reason)
+            self._lock.notify_all()
+
+    def waiting(self) -> int:
+        """Problems submitted and not yet admitted (thread-safe)."""
+        with self._lock:
+            return len(self.queue)
 
     def run(self, on_done: Callable[[int, Any], None] | None = None) -> dict[int, Any]:
         """Run until every submitted problem is done; ``on_done(id, posterior)`` as each
@@ -370,15 +432,85 @@ class Scheduler:
         """Drive the run, yielding ``(id, posterior)`` as each problem finishes; problems may
         be submitted between yields."""
         self._admit()
-        while self.queue or self.active:
-            self._admit()
-            self.stats.rounds += 1
-            for run in list(self.active):
-                self._advance(run)
-            finished = self._settle()
-            for run in finished:
-                yield run.index, self.completed[run.index]
-            self._dispatch()
+        while self.queue or self.active or self._cancels:
+            yield from self._round()
+
+    def serve(self, on_round: Callable[[Scheduler], None] | None = None) -> Iterator[tuple[int, Any]]:
+        """Run for good, for a server: yield ``(id, Posterior | Cancelled)`` as problems finish
+        or are cancelled; when nothing is in flight, wait until a problem is submitted (from
+        any thread) or ``close()`` is called. Delivered results are not kept in
+        ``completed``. ``on_round(scheduler)`` is called in this thread after each round (its
+        ``active`` problems may be read then)."""
+        while True:
+            with self._lock:
+                while not (self.queue or self.active or self._cancels or self._closing):
+                    self._lock.wait()
+                if self._closing and not (self.queue or self.active or self._cancels):
+                    return
+            for index, result in self._round():
+                self.completed.pop(index, None)
+                yield index, result
+            if on_round is not None:
+                on_round(self)
+
+    def _round(self) -> Iterator[tuple[int, Any]]:
+        """One round: cancellations, admissions, every running particle moved on, barriers
+        and finished problems settled (yielded), then the engines called."""
+        yield from self._take_cancellations()
+        self._admit()
+        self.stats.rounds += 1
+        for run in list(self.active):
+            self._advance(run)
+        finished = self._settle()
+        for run in finished:
+            yield run.index, self.completed[run.index]
+        self._dispatch()
+
+    def _take_cancellations(self) -> Iterator[tuple[int, Cancelled]]:
+        with self._lock:
+            if not self._cancels:
+                return
+            cancels, self._cancels = self._cancels, {}
+            queued = [run for run in self.queue if run.index in cancels]
+            for run in queued:
+                self.queue.remove(run)
+            active = [run for run in self.active if run.index in cancels]
+            self._pending -= {run.index for run in (*queued, *active)}
+        for run in queued:
+            self.stats.cancelled += 1
+            yield run.index, Cancelled(cancels[run.index])
+        for run in active:
+            self.active.remove(run)
+            del self._runs[run.index]
+            self._abort(run)
+            alive = [p for p in run.particles if p.status not in (FINISHED, DEAD)]
+            for particle in alive:
+                kill(particle, f"cancelled: {cancels[run.index]}")
+                particle.execution = None  # its greenlet is dropped, and ends
+                self._delegations.pop(id(particle), None)
+            self.stats.cancelled += 1
+            self.stats.cancelled_particles += len(alive)
+            yield (
+                run.index,
+                Cancelled(
+                    cancels[run.index], len(run.particles), run.tokens_in, run.tokens_out, run.engine_calls
+                ),
+            )
+
+    def _abort(self, run: ProblemRun) -> None:
+        """Withdraw a cancelled problem's streamed requests from the engines."""
+        by_model: dict[int, list] = defaultdict(list)
+        for (model_id, ticket_id), (ticket, _) in list(self._tickets.items()):
+            if ticket.particle.problem == run.index:
+                del self._tickets[(model_id, ticket_id)]
+                by_model[model_id].append(ticket_id)
+        for model_id, tickets in by_model.items():
+            model = self._streams[model_id]
+            abort = getattr(model, "abort", None)
+            if abort is not None:
+                abort(tickets)
+                if not model.in_flight():
+                    del self._streams[model_id]
 
     def _in_flight(self) -> int:
         return sum(len(run.particles) for run in self.active)
@@ -398,7 +530,8 @@ class Scheduler:
             room = room and (self.max_problems is None or len(self.active) < self.max_problems)
             if self.active and not room:
                 return
-            self.queue.popleft()
+            with self._lock:
+                self.queue.popleft()
             run.started = time.perf_counter()
             run.algorithm.start(run, run.source)
             self.active.append(run)
@@ -440,6 +573,8 @@ class Scheduler:
             else:
                 self.completed[run.index] = run.algorithm.finish(run)
                 del self._runs[run.index]
+                with self._lock:
+                    self._pending.discard(run.index)
                 finished.append(run)
         self.active = still_active
         return finished
@@ -524,6 +659,8 @@ class Scheduler:
             answered = False
             for model_id, model in list(self._streams.items()):
                 for ticket_id, answer in self._engine(model, "poll"):
+                    if (model_id, ticket_id) not in self._tickets:
+                        continue  # a cancelled problem's request that could not be aborted
                     ticket, part = self._tickets.pop((model_id, ticket_id))
                     ticket.answers[part] = answer
                     ticket.missing -= 1

@@ -73,3 +73,65 @@ class Server:
                 self.kill()
         self.log.close()
         os.unlink(self.log.name)
+
+
+class TtsServe:
+    """One ``tts serve`` process on 127.0.0.1 (a free port), its standard error kept."""
+
+    def __init__(self, *args: str, api_key: str | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.api_key = api_key
+        self.log = tempfile.NamedTemporaryFile(prefix=f"tts-serve-{self.port}-", suffix=".log", delete=False)  # noqa: SIM115
+        command = [sys.executable, "-m", "ppl.app.cli", "serve", *args, "--port", str(self.port)]
+        if api_key is not None:
+            command += ["--api-key", api_key]
+        self.process = subprocess.Popen(
+            command, stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ)
+        )
+
+    def wait_healthy(self, timeout: float = 60.0) -> TtsServe:
+        deadline = time.monotonic() + timeout
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"tts serve exited: {self.tail()}")
+            try:
+                request = urllib.request.Request(self.url + "/health", headers=headers)
+                with urllib.request.urlopen(request, timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"tts serve not healthy after {timeout} s: {self.tail()}")
+
+    def tail(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")[-4000:]
+
+    def metrics(self) -> dict[str, float]:
+        """The Prometheus samples, by name with labels (``ppl:x_total{reason="y"}``)."""
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        request = urllib.request.Request(self.url + "/metrics", headers=headers)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            text = response.read().decode()
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> str:
+        """Send ``sig`` and wait; the server's output."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.log.close()
+        out = Path(self.log.name).read_text(errors="replace")
+        os.unlink(self.log.name)
+        return out

@@ -1,0 +1,82 @@
+"""``tts serve`` under load and at shutdown (each test its own server, stopped by SIGTERM):
+
+- beyond the particles in flight requests queue, and beyond the queue they get 429 with
+  ``Retry-After``;
+- SIGTERM with ``--on-sigterm cancel`` cancels the requests in flight (their clients get
+  503 saying so) and the server says on standard error how many it cancelled;
+- SIGTERM with the default ``drain`` lets a request in flight finish and says so.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+from servers import TtsServe
+
+ECHO = Path(__file__).resolve().parent / "serve" / "echo.tts"
+
+
+def spin(url: str, rounds: int, particles: int = 8) -> httpx.Response:
+    body = {
+        "model": "echo:spin",
+        "messages": [{"role": "user", "content": "wait"}],
+        "ppl": {"algorithm": "importance", "particles": particles, "inputs": {"rounds": rounds}},
+    }
+    return httpx.post(url + "/v1/chat/completions", json=body, timeout=120)
+
+
+def in_background(fn, *args) -> tuple[threading.Thread, list]:
+    out: list = []
+    thread = threading.Thread(target=lambda: out.append(fn(*args)))
+    thread.start()
+    return thread, out
+
+
+def wait_for(condition, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_full_queue_gets_429_and_sigterm_cancels_what_is_in_flight():
+    server = TtsServe(str(ECHO), "--in-flight", "8", "--queue", "1", "--on-sigterm", "cancel").wait_healthy()
+    try:
+        running, first = in_background(spin, server.url, 10**6)
+        assert wait_for(lambda: server.metrics()["ppl:num_requests_running"] == 1)
+        waiting, second = in_background(spin, server.url, 10**6)
+        assert wait_for(lambda: server.metrics()["ppl:num_requests_waiting"] == 1)
+        refused = spin(server.url, 3)
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+        assert refused.json()["error"]["message"] == (
+            "the server is busy: 1 requests are waiting already (--queue 1); retry later"
+        )
+    finally:
+        out = server.stop(signal.SIGTERM)
+    running.join(30)
+    waiting.join(30)
+    assert "tts serve: shutting down: cancelling 2 requests in flight" in out, out
+    for response in (first[0], second[0]):
+        assert response.status_code == 503
+        assert response.json()["error"]["message"] == "the request was cancelled: the server is shutting down"
+    assert "tts serve: stopped (cancelled 2 requests)" in out and "Traceback" not in out
+
+
+def test_sigterm_drains_a_request_in_flight_by_default():
+    server = TtsServe(str(ECHO)).wait_healthy()
+    try:
+        thread, answer = in_background(spin, server.url, 1000, 4)
+        assert wait_for(lambda: server.metrics()["ppl:num_requests_running"] == 1)
+    finally:
+        out = server.stop(signal.SIGTERM)
+    thread.join(30)
+    assert "tts serve: shutting down: draining 1 request in flight" in out, out
+    assert answer[0].status_code == 200, answer[0].text
+    assert answer[0].json()["choices"][0]["message"]["content"] == "wait"
+    assert "tts serve: stopped (drained 1 request)" in out
