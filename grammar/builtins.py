@@ -48,6 +48,8 @@ class Builtin:
     kind: str
     run: Callable[..., Any]
     doc: str = ""
+    # The result type from the bound arguments, when it depends on them (``gen`` with ``n``).
+    result: Callable[[dict], Type] | None = None
 
 
 # ---- conversions at run time ---------------------------------------------------------------
@@ -119,7 +121,7 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
-def _gen(model, context, stop, max_tokens, temperature):
+def _gen(model, context, stop, max_tokens, temperature, n):
     stop = (stop,) if isinstance(stop, str) else tuple(stop)
     return ppl.gen(
         model,
@@ -127,7 +129,13 @@ def _gen(model, context, stop, max_tokens, temperature):
         stop=stop,
         max_tokens=as_count(max_tokens, "max_tokens"),
         temperature=float(temperature),
+        n=None if n is None else as_count(n, "n"),
     )
+
+
+def _gen_result(bound: dict) -> Type:
+    """``lm.gen(...)`` is a segment; with ``n = k`` it is a list of k segments (one request)."""
+    return SEGMENT if bound.get("n") is None else list_of(SEGMENT)
 
 
 # ---- functions -----------------------------------------------------------------------------
@@ -244,11 +252,13 @@ MODEL_METHODS = MappingProxyType(
                 Param("stop", (list_of(TEXT), TEXT), ()),
                 Param("max_tokens", _N, DEFAULT_MAX_TOKENS),
                 Param("temperature", _N, 1.0),
+                Param("n", _N, None),
             ),
             SEGMENT,
             "choice",
             _gen,
-            "one LM segment after the context",
+            "one LM segment after the context; with n = k, a list of k segments from one request",
+            _gen_result,
         ),
         "chat": Builtin(
             "chat",

@@ -696,7 +696,7 @@ class _Checker:
                     f"the argument '{param.name}' of {shown} must be {describe(param.types)}, not {_a(t)}",
                 )
         self.calls[id(node)] = (builtin, bound)
-        return builtin.returns
+        return builtin.result(bound) if builtin.result is not None else builtin.returns
 
     def arguments(self, args, depth: int) -> None:
         """Check the arguments of a call that could not be bound, for their own errors."""

@@ -15,6 +15,7 @@ from .errors import (
 from .handlers import Messenger, seed, trace
 from .inference import Algorithm, Results, infer
 from .interfaces import GenRequest, NextTokenRequest, RewardRequest, ScoreRequest, Segment, Usage
+from .nested import Answers, nested
 from .posterior import Diagnostics, Posterior, WeightedParticle
 from .primitives import condition, gen, observe, reward, sample, score, select, steps, twist
 from .program import Program, program
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Algorithm",
     "AllParticlesDeadError",
+    "Answers",
     "Diagnostics",
     "EngineError",
     "GenRequest",
@@ -43,6 +45,7 @@ __all__ = [
     "condition",
     "gen",
     "infer",
+    "nested",
     "observe",
     "program",
     "reward",

@@ -67,9 +67,10 @@ class GenRequest:
     def parts(self) -> tuple[GenRequest, ...]:
         return (self,)
 
-    def take(self, answers: list) -> Segment:
-        """The site's answer: the first segment generated for this request."""
-        return answers[0][0]
+    def take(self, answers: list) -> Segment | tuple[Segment, ...]:
+        """The site's answer: the segment generated for this request, or the tuple of its
+        ``n`` segments when ``n > 1`` (one request, one prompt pass, ``n`` samples)."""
+        return answers[0][0] if self.n == 1 else tuple(answers[0])
 
     def grouped(self, group: int) -> GenRequest:
         return replace(self, group=group)

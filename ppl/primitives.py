@@ -73,37 +73,56 @@ def gen(
     max_tokens: int = DEFAULT_MAX_TOKENS,
     temperature: float = 1.0,
     proposal=None,
-) -> Segment:
+    n: int | None = None,
+) -> Segment | tuple[Segment, ...]:
     """Generate one LM segment after ``context`` (token ids): a random choice.
 
     Its distribution — and so its factor in the target — is ``lm`` at this temperature,
     stopping at end-of-sequence, at a stop string, or at ``max_tokens`` ("what you write
     is the model"). With ``proposal`` (another LM), the segment is drawn from the proposal
     and weighted by p_lm / p_proposal, which needs one scoring call to ``lm``.
+
+    With ``n`` (a whole number ≥ 1) the site is ``n`` independent segments from one engine
+    request (``GenRequest.n``: vLLM's ``SamplingParams(n=...)``), returned as a tuple; its
+    factor in the target is the product of the segments' probabilities, and with a proposal
+    its weight is the product of their ratios (one scoring call for all of them).
     """
     stop = (stop,) if isinstance(stop, str) else tuple(stop)
+    many = n is not None
     request = GenRequest(
         prompt=_token_ids(context, "gen"),
         max_tokens=_count(max_tokens),
         stop=stop,
         temperature=temperature,
+        n=_count(n) if many else 1,
     )
 
     def resolve(results):
         if not results:
             return Need(proposal if proposal is not None else lm, request)
-        segment = results[0]
+        segments = results[0] if request.n > 1 else (results[0],)
+        value = segments if many else segments[0]
         if proposal is None:
-            return Done(segment, 0.0)
+            return Done(value, 0.0)
         if len(results) == 1:
-            return Need(
-                lm,
-                ScoreRequest(request.prompt, segment.token_ids, segment.eos, request.temperature),
+            scores = tuple(
+                ScoreRequest(request.prompt, s.token_ids, s.eos, request.temperature) for s in segments
             )
-        return Done(segment, results[1] - segment.logprob)
+            return Need(lm, ScoreBatch(scores) if many else scores[0])
+        targets = results[1] if many else (results[1],)
+        return Done(value, segments_log_weight(targets, segments))
 
     args = {"lm": lm, "request": request, "proposal": proposal}
     return apply_stack(Message("gen", args, resolve))
+
+
+def segments_log_weight(targets: Sequence[float], segments: Sequence[Segment]) -> float:
+    """The importance weight of segments drawn from a proposal: Σ_i log p(s_i) − log q(s_i).
+
+    An ``n``-site's segments are independent given the context, so its factor is the product
+    over all of them — weighing only one of them would be a different (wrong) target.
+    """
+    return float(sum(targets) - sum(s.logprob for s in segments))
 
 
 def select(lm, context: Sequence[int], options: Sequence[str]) -> str:
