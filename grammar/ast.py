@@ -113,6 +113,19 @@ class Index:
 
 
 @dataclass(frozen=True)
+class InferExpr:
+    """``infer program(args) with algorithm(settings)``: nested inference, an expression."""
+
+    pos: Position
+    program: str
+    program_pos: Position
+    args: tuple[Argument, ...]
+    algorithm: str
+    algorithm_pos: Position
+    settings: tuple[Argument, ...]
+
+
+@dataclass(frozen=True)
 class Binary:
     """Arithmetic ``+ - * /`` and comparisons ``== != < <= > >=``."""
 
@@ -215,6 +228,16 @@ class Step:
 
     pos: Position
     max: object
+    body: tuple
+
+
+@dataclass(frozen=True)
+class For:
+    """``for name in iterable { body }``."""
+
+    pos: Position
+    name: str
+    iterable: object
     body: tuple
 
 

@@ -352,6 +352,25 @@ SEGMENT_FIELDS = MappingProxyType(
     }
 )
 
+
+def _log_evidence(answers) -> float:
+    if answers.log_evidence is None:
+        raise ValueError("the inner interpreter estimates no evidence (it targets the mode)")
+    return answers.log_evidence
+
+
+# Fields of a nested run's answers (``answers[T]``): name → (type from T, getter).
+ANSWERS_FIELDS = MappingProxyType(
+    {
+        "best": (lambda t: t, lambda a: a.best()),
+        "majority": (lambda t: t, lambda a: a.majority()),
+        "vote": (lambda t: t, lambda a: a.weighted_vote()),
+        "values": (list_of, lambda a: tuple(a.values)),
+        "weights": (lambda t: list_of(NUMBER), lambda a: tuple(a.weights)),
+        "log_evidence": (lambda t: NUMBER, _log_evidence),
+    }
+)
+
 # ---- declarations (only in `use`) and algorithms (only in `infer`) ------------------------------
 
 DECLARATIONS = MappingProxyType(

@@ -29,7 +29,9 @@ _TERMINAL_WORDS = {
 }
 _EXPRESSION_START = {"NAME", "NUMBER", "STRING", "LPAR", "LSQB", "MINUS", "NOT", "TRUE", "FALSE"}
 _OPERAND_START = _EXPRESSION_START - {"NOT"}
-_STATEMENT_START = {"LET", "NAME", "SCORE", "TWIST", "CONDITION", "OBSERVE", "STEP", "IF", "FINISH", "RETURN"}
+_STATEMENT_START = {
+    *("LET", "NAME", "SCORE", "TWIST", "CONDITION", "OBSERVE", "STEP", "FOR", "IF", "FINISH", "RETURN")
+}
 _OPERATORS = {"DOT", "LSQB", "LPAR", "PLUS", "MINUS", "MUL_OP", "COMPARE", "AND", "OR"}
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "0": "\0"}
 _MAX_NUMBER_LENGTH = 400
@@ -234,6 +236,25 @@ class _Builder(Transformer_NonRecursive):
 
     def step_stmt(self, meta, children):
         return ast.Step(self._pos(meta), children[0], children[1])
+
+    def for_stmt(self, meta, children):
+        name, iterable, body = children
+        return ast.For(self._pos(meta), str(name), iterable, body)
+
+    def infer_expr(self, meta, children):
+        program, *rest = children
+        split = next(i for i, c in enumerate(rest) if isinstance(c, Token) and c.type == "NAME")
+        args = tuple(a for a in rest[:split] if a is not None)
+        algorithm, settings = rest[split], tuple(a for a in rest[split + 1 :] if a is not None)
+        return ast.InferExpr(
+            self._pos(meta),
+            str(program),
+            self._tok(program),
+            args,
+            str(algorithm),
+            self._tok(algorithm),
+            settings,
+        )
 
     def if_stmt(self, meta, children):
         condition, then, otherwise = children

@@ -136,7 +136,7 @@ def test_program_must_return():
 def test_unknown_keyword_argument():
     source = program('  s ~ lm.gen(lm.encode("a"), temp = 0.5)\n  return s.text')
     assert only_message(source) == (
-        "f.tts:4:30: lm.gen has no argument 'temp'; its arguments are context, stop, max_tokens, temperature\n"
+        "f.tts:4:30: lm.gen has no argument 'temp'; its arguments are context, stop, max_tokens, temperature, n\n"
         '      s ~ lm.gen(lm.encode("a"), temp = 0.5)\n'
         "                                 ^"
     )
@@ -276,7 +276,7 @@ def test_every_error_is_reported_at_once_before_any_model_is_loaded(monkeypatch)
         load(source, filename="many.tts")
     assert caught.value.messages == [
         "judge has no argument 'strict'; its arguments are model, question",
-        "lm.gen has no argument 'temp'; its arguments are context, stop, max_tokens, temperature",
+        "lm.gen has no argument 'temp'; its arguments are context, stop, max_tokens, temperature, n",
         "score needs a number (a log weight), got a text",
         "finish is only allowed inside a step block",
         "unknown name 'y'",
