@@ -35,6 +35,7 @@ from pathlib import Path
 
 from ppl import grammar
 from ppl.algorithms import ALGORITHMS
+from ppl.backends import verifiers
 from ppl.backends.judge import Judge
 from ppl.grammar import Catalog, Checked, Module, TtsError
 from ppl.grammar.errors import Diagnostic
@@ -44,7 +45,7 @@ from . import models as registry
 
 def catalog() -> Catalog:
     """What a file may name here: every registered interpreter, backend and PRM aggregation."""
-    return Catalog(ALGORITHMS, registry.backend_names(), registry.PRM_AGGREGATIONS)
+    return Catalog(ALGORITHMS, registry.backend_names(), registry.PRM_AGGREGATIONS, tuple(verifiers.CHECKERS))
 
 
 def check(source: str | bytes | Path, filename: str | None = None) -> Checked:
@@ -95,6 +96,8 @@ def resolve_models(
                 resolved[name] = loaded[key]
             except registry.BackendError as error:
                 problems.append(Diagnostic(use.settings_pos.get("backend", use.pos), str(error)))
+        elif use.kind == "verifier":
+            resolved[name] = verifiers.verifier(use.settings["name"])  # the checkers of tts eval
         elif use.kind == "judge" and use.settings["model"] in resolved:
             resolved[name] = Judge(resolved[use.settings["model"]], use.settings["question"], name=name)
         elif use.kind == "prm" and use.settings["model"] is not None:

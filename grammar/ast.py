@@ -55,6 +55,14 @@ class String:
 
 
 @dataclass(frozen=True)
+class Interpolation:
+    """A string with ``${name}`` / ``${name.field}`` inside: texts and expressions, in order."""
+
+    pos: Position
+    parts: tuple
+
+
+@dataclass(frozen=True)
 class Bool:
     pos: Position
     value: bool

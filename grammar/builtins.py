@@ -17,6 +17,7 @@ a number an ``int`` or ``float``, a list a ``tuple``.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -26,7 +27,21 @@ import ppl
 from ppl.interfaces import Segment
 from ppl.primitives import DEFAULT_MAX_TOKENS
 
-from .types import ANYTHING, BOOL, JUDGE, MODEL, NUMBER, PRM, SEGMENT, TEXT, TOKENS, Type, list_of
+from .types import (
+    ANYTHING,
+    BOOL,
+    JUDGE,
+    MODEL,
+    NUMBER,
+    PRM,
+    SEGMENT,
+    TEXT,
+    TOKENS,
+    TURN,
+    VERIFIER,
+    Type,
+    list_of,
+)
 
 REQUIRED = object()
 TEXT_LIKE = (TEXT, SEGMENT, list_of(SEGMENT), list_of(TEXT))
@@ -104,6 +119,75 @@ def last_boxed(text: str) -> str:
     return text[i + 1 :]
 
 
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][+-]?\d+)?")
+
+
+def last_number(text: str) -> str:
+    """The last number written in ``text`` (``-3``, ``1,234.5``), commas dropped; "" if none."""
+    found = _NUMBER.findall(text)
+    return found[-1].replace(",", "") if found else ""
+
+
+def as_number(text: str) -> int | float:
+    """The number a text spells (spaces and thousands commas ignored); a ValueError otherwise."""
+    cleaned = text.strip().replace(",", "")
+    try:
+        value = float(cleaned)
+    except ValueError:
+        raise ValueError(f"cannot read a number from {text!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"cannot read a number from {text!r}")
+    return int(value) if value.is_integer() and re.fullmatch(r"-?\d+", cleaned) else value
+
+
+def _pattern(pattern: str) -> re.Pattern:
+    try:
+        return re.compile(pattern)
+    except re.error as error:
+        raise ValueError(f"bad regular expression {pattern!r}: {error}") from None
+
+
+def extract(text: str, pattern: str) -> str:
+    """The first match of ``pattern`` in ``text`` — its first group if it has groups; "" if none."""
+    match = _pattern(pattern).search(text)
+    if match is None:
+        return ""
+    return match.group(1) if match.re.groups else match.group(0)
+
+
+def extract_all(text: str, pattern: str) -> tuple[str, ...]:
+    """Every match of ``pattern`` in ``text`` (the first group of each, if it has groups)."""
+    compiled = _pattern(pattern)
+    return tuple(m.group(1) if compiled.groups else m.group(0) for m in compiled.finditer(text))
+
+
+def split(text: str, separator: str) -> tuple[str, ...]:
+    """``text`` cut at every ``separator``; at runs of white space when it is ""."""
+    return tuple(text.split(separator) if separator else text.split())
+
+
+def _range(n) -> tuple[int, ...]:
+    count = as_count(n, "range(n)")
+    if count < 0:
+        raise ValueError(f"range(n) needs n >= 0, got {count}")
+    return tuple(range(count))
+
+
+def _turn(role: str):
+    def make(text) -> tuple[str, str]:
+        return (role, as_text(text))
+
+    return make
+
+
+def chat_turns(model, turns) -> tuple[int, ...]:
+    """The model's own chat template over several turns, ready for the assistant's reply."""
+    render = getattr(model, "chat_turns", None)
+    if render is None:
+        raise ValueError(f"the model {getattr(model, 'name', model)!r} has no multi-turn chat template")
+    return tuple(render(tuple(turns)))
+
+
 def _log(x):
     if x < 0:
         raise ValueError(f"log of a negative number ({x})")
@@ -178,6 +262,111 @@ FUNCTIONS = MappingProxyType(
             "log", (Param("x", (NUMBER,)),), NUMBER, "function", _log, "natural log; log(0) = -inf"
         ),
         "exp": Builtin("exp", (Param("x", (NUMBER,)),), NUMBER, "function", _exp, "e to the power x"),
+        "strip": Builtin(
+            "strip",
+            (Param("text", TEXT_LIKE),),
+            TEXT,
+            "function",
+            lambda text: as_text(text).strip(),
+            "the text without white space at either end",
+        ),
+        "lower": Builtin(
+            "lower",
+            (Param("text", TEXT_LIKE),),
+            TEXT,
+            "function",
+            lambda text: as_text(text).lower(),
+            "lower case",
+        ),
+        "split": Builtin(
+            "split",
+            (Param("text", TEXT_LIKE), Param("separator", (TEXT,), "")),
+            list_of(TEXT),
+            "function",
+            lambda text, separator: split(as_text(text), separator),
+            'the pieces between separators (white space when the separator is "")',
+        ),
+        "join": Builtin(
+            "join",
+            (Param("items", (list_of(TEXT), list_of(SEGMENT))), Param("separator", (TEXT,), "")),
+            TEXT,
+            "function",
+            lambda items, separator: separator.join(as_text(i) for i in items),
+            "the texts joined with the separator between them",
+        ),
+        "replace": Builtin(
+            "replace",
+            (Param("text", TEXT_LIKE), Param("old", (TEXT,)), Param("new", (TEXT,))),
+            TEXT,
+            "function",
+            lambda text, old, new: as_text(text).replace(old, new),
+            "every occurrence of old replaced by new",
+        ),
+        "matches": Builtin(
+            "matches",
+            (Param("text", TEXT_LIKE), Param("pattern", (TEXT,))),
+            BOOL,
+            "function",
+            lambda text, pattern: _pattern(pattern).search(as_text(text)) is not None,
+            "whether the regular expression occurs in the text",
+        ),
+        "extract": Builtin(
+            "extract",
+            (Param("text", TEXT_LIKE), Param("pattern", (TEXT,))),
+            TEXT,
+            "function",
+            lambda text, pattern: extract(as_text(text), pattern),
+            'the first match of the regular expression (its first group, if any), or ""',
+        ),
+        "extract_all": Builtin(
+            "extract_all",
+            (Param("text", TEXT_LIKE), Param("pattern", (TEXT,))),
+            list_of(TEXT),
+            "function",
+            lambda text, pattern: extract_all(as_text(text), pattern),
+            "every match of the regular expression (first groups, if any)",
+        ),
+        "last_number": Builtin(
+            "last_number",
+            (Param("text", TEXT_LIKE),),
+            TEXT,
+            "function",
+            lambda text: last_number(as_text(text)),
+            'the last number written in the text, or ""',
+        ),
+        "number": Builtin(
+            "number",
+            (Param("text", TEXT_LIKE),),
+            NUMBER,
+            "function",
+            lambda text: as_number(as_text(text)),
+            "the number a text spells; an error (the particle dies) if it spells none",
+        ),
+        "range": Builtin(
+            "range",
+            (Param("n", (NUMBER,)),),
+            list_of(NUMBER),
+            "function",
+            _range,
+            "the numbers 0, 1, …, n - 1",
+        ),
+        "system": Builtin(
+            "system",
+            (Param("text", TEXT_LIKE),),
+            TURN,
+            "function",
+            _turn("system"),
+            "a system turn of a chat",
+        ),
+        "user": Builtin("user", (Param("text", TEXT_LIKE),), TURN, "function", _turn("user"), "a user turn"),
+        "assistant": Builtin(
+            "assistant",
+            (Param("text", TEXT_LIKE),),
+            TURN,
+            "function",
+            _turn("assistant"),
+            "an assistant turn",
+        ),
         "select": Builtin(
             "select",
             (Param("model", (MODEL,)), Param("context", TOKENS_LIKE), Param("options", (list_of(TEXT),))),
@@ -268,6 +457,14 @@ MODEL_METHODS = MappingProxyType(
             lambda model, user, system: tuple(model.chat(user=user, system=system)),
             "the model's chat prompt, ready for the assistant's reply",
         ),
+        "chat_turns": Builtin(
+            "chat_turns",
+            (Param("turns", (list_of(TURN),)),),
+            TOKENS,
+            "function",
+            chat_turns,
+            "the model's chat template over several turns, ready for the assistant's reply",
+        ),
         "encode": Builtin(
             "encode",
             (Param("text", (TEXT,)),),
@@ -339,7 +536,32 @@ PRM_METHODS = MappingProxyType(
     }
 )
 
-METHODS = MappingProxyType({MODEL: MODEL_METHODS, JUDGE: JUDGE_METHODS, PRM: PRM_METHODS})
+REFERENCE = (TEXT, NUMBER, list_of(TEXT))
+
+VERIFIER_METHODS = MappingProxyType(
+    {
+        "reward": Builtin(
+            "reward",
+            (Param("answer", TEXT_LIKE), Param("reference", REFERENCE)),
+            NUMBER,
+            "reward",
+            lambda verifier, answer, reference: ppl.reward(verifier, as_text(answer), reference),
+            "1 when the checker passes the answer against the reference, else 0 (batched, memoised)",
+        ),
+        "check": Builtin(
+            "check",
+            (Param("answer", TEXT_LIKE), Param("reference", REFERENCE)),
+            BOOL,
+            "reward",
+            lambda verifier, answer, reference: ppl.reward(verifier, as_text(answer), reference) > 0.5,
+            "whether the checker passes the answer against the reference",
+        ),
+    }
+)
+
+METHODS = MappingProxyType(
+    {MODEL: MODEL_METHODS, JUDGE: JUDGE_METHODS, PRM: PRM_METHODS, VERIFIER: VERIFIER_METHODS}
+)
 
 # Fields of a segment: name → (type, getter).
 SEGMENT_FIELDS = MappingProxyType(
@@ -390,6 +612,14 @@ DECLARATIONS = MappingProxyType(
             "declaration",
             None,
             "an LM-as-judge reward: the model's odds of answering Yes to the question",
+        ),
+        "verifier": Builtin(
+            "verifier",
+            (Param("name", (TEXT,)),),
+            VERIFIER,
+            "declaration",
+            None,
+            "a checker of tts eval (math, exact, regex, include_words, …) as a batched, memoised reward",
         ),
         "prm": Builtin(
             "prm",

@@ -26,6 +26,7 @@ from .builtins import (
     MODEL_METHODS,
     REQUIRED,
     SEGMENT_FIELDS,
+    TEXT_LIKE,
     TOKENS_LIKE,
     Builtin,
     Param,
@@ -45,6 +46,7 @@ from .types import (
     TEXT,
     TOKENS,
     UNKNOWN,
+    VERIFIER,
     Type,
     answers_of,
     describe,
@@ -55,7 +57,12 @@ from .types import (
     unify,
 )
 
-USE_TYPES = {"model": MODEL, "judge": JUDGE, "prm": PRM}  # what each kind of `use` declares
+USE_TYPES = {
+    "model": MODEL,
+    "judge": JUDGE,
+    "prm": PRM,
+    "verifier": VERIFIER,
+}  # what each kind of `use` declares
 MAX_DEPTH = 100  # nesting of expressions and blocks; deeper files are rejected, not crashed on
 
 
@@ -252,6 +259,13 @@ class _Checker:
             )
             return None
         if value.function == "prm" and not self.check_prm(settings, positions, value.pos):
+            return None
+        verifiers = self.catalog.verifiers
+        if value.function == "verifier" and verifiers and settings["name"] not in verifiers:
+            self.error(
+                positions["name"],
+                f"unknown verifier '{settings['name']}'; the verifiers are {', '.join(sorted(verifiers))}",
+            )
             return None
         return UseInfo(decl.name, value.function, settings, decl.pos, positions)
 
@@ -603,6 +617,14 @@ class _Checker:
         if isinstance(node, ast.Number):
             return NUMBER
         if isinstance(node, ast.String):
+            return TEXT
+        if isinstance(node, ast.Interpolation):
+            for part in node.parts:
+                if isinstance(part, str):
+                    continue
+                t = self.expr(part, depth)
+                if not any(fits(t, wanted) for wanted in (*TEXT_LIKE, NUMBER, BOOL)):
+                    self.error(part.pos, f"cannot put {_a(t)} into a string")
             return TEXT
         if isinstance(node, ast.Bool):
             return BOOL

@@ -22,7 +22,7 @@ import ppl
 from ppl.program import Program
 
 from . import ast
-from .builtins import ANSWERS_FIELDS, SEGMENT_FIELDS, as_count, as_tokens, observed_value
+from .builtins import ANSWERS_FIELDS, SEGMENT_FIELDS, as_count, as_display, as_tokens, observed_value
 from .checker import Checked
 from .errors import TtsRuntimeError
 from .types import BOOL, NUMBER, TEXT, TOKENS, Type, is_answers, is_list
@@ -258,6 +258,9 @@ class _Compiler:
         if isinstance(node, (ast.Number, ast.String, ast.Bool)):
             constant = node.value
             return lambda env: constant
+        if isinstance(node, ast.Interpolation):
+            parts = [(lambda env, text=p: text) if isinstance(p, str) else self.expr(p) for p in node.parts]
+            return lambda env: "".join(as_display(part(env)) for part in parts)
         if isinstance(node, ast.Name):
             name = node.id
             if name in self.models:

@@ -267,6 +267,12 @@ class LanguageModel(Protocol):
         """One batched call: the log-probability of each continuation."""
         ...
 
+    # Optional, too: a multi-turn chat prompt (the .tts ``lm.chat_turns([...])``):
+    #
+    #   def chat_turns(self, turns: Sequence[tuple[str, str]]) -> tuple[int, ...]:
+    #       """Token ids of the chat template over (role, text) turns — "system", "user",
+    #       "assistant" — ready for the assistant's next reply."""
+    #
     # Optional — not part of the protocol's check, so a backend without it still is a
     # LanguageModel; callers test ``has_next_token_logprobs(lm)`` and fall back to
     # ``logprob`` (``ppl.backends.judge.Judge`` does):

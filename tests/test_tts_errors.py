@@ -67,7 +67,7 @@ def test_unterminated_string():
 
 def test_unknown_escape_in_a_string():
     assert only_message(program('  return "a\\qb"')).splitlines()[0] == (
-        "f.tts:4:12: unknown escape '\\q' in a string; the escapes are \\n \\t \\r \\\\ \\\" \\0"
+        "f.tts:4:12: unknown escape '\\q' in a string; the escapes are \\n \\t \\r \\\\ \\\" \\0 \\$"
     )
 
 
@@ -214,7 +214,9 @@ def test_a_model_the_backend_lacks_is_reported_at_load():
 # ---- no way to run Python ------------------------------------------------------------------------------
 
 FUNCTIONS = (
-    "bernoulli, beta, boxed, categorical, contains, exp, len, log, normal, poisson, select, text, uniform"
+    "assistant, bernoulli, beta, boxed, categorical, contains, exp, extract, extract_all, join, "
+    "last_number, len, log, lower, matches, normal, number, poisson, range, replace, select, split, "
+    "strip, system, text, uniform, user"
 )
 
 
@@ -229,11 +231,11 @@ FUNCTIONS = (
         ('  return eval("1")', f"unknown function 'eval'; the functions are {FUNCTIONS}"),
         (
             '  let c = lm.__class__\n  return "a"',
-            "a model has no field or method '__class__'; its methods are chat, decode, encode, gen",
+            "a model has no field or method '__class__'; its methods are chat, chat_turns, decode, encode, gen",
         ),
         (
             '  return lm.__init__.__globals__("x")',
-            "a model has no field or method '__init__'; its methods are chat, decode, encode, gen",
+            "a model has no field or method '__init__'; its methods are chat, chat_turns, decode, encode, gen",
         ),
         ('  return "a".__class__.__name__', "a text has no field '__class__'"),
         ('  return "a".join(["b"])', "a text has no method 'join'"),
