@@ -168,4 +168,5 @@ def nested(program, args, algorithm) -> Answers:
             return Need(SubRun(), request)
         return Done(results[0], 0.0)
 
-    return apply_stack(Message("infer", {"program": program, "algorithm": algorithm}, resolve))
+    args = {"program": program, "problem": args, "algorithm": algorithm}
+    return apply_stack(Message("infer", args, resolve))

@@ -1,0 +1,59 @@
+"""The library of compound programs (examples/): mixture-of-agents, universal
+self-consistency and self-refine, each a .tts file and its Python twin with identical traces
+on the tabular backend, and the batching of a layered pipeline: one engine call per
+(layer, round) whatever the number of problems and samples per site."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import pytest
+from test_tts_traces import assert_identical
+
+from ppl.algorithms import SMC, ImportanceSampling
+from ppl.app import load
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+PROBLEMS = ["Zoe has 8 shells and gives away 2. How many are left?", "What is 3 + 4?"]
+PAIRS = {
+    "mixture_of_agents": "mixture",
+    "universal_self_consistency": "usc",
+    "self_refine": "self_refine",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAIRS))
+@pytest.mark.parametrize("algorithm", [ImportanceSampling(3), SMC(2, ess_threshold=1.0)], ids=repr)
+def test_library_twins_give_identical_traces(name, algorithm):
+    module = load(EXAMPLES / f"{name}.tts")
+    twin = runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name="example")
+    lm = module.models["lm"]
+    program = PAIRS[name]
+    python = algorithm.run(twin[program], [(lm, p) for p in PROBLEMS], seed=2)
+    tts = algorithm.run(module.programs[program], [(p,) for p in PROBLEMS], seed=2)
+    assert_identical(python, tts)
+    assert all(p.status == "finished" for post in tts for p in post.particles)
+
+
+@pytest.mark.parametrize("problems, particles", [(1, 2), (3, 4), (5, 3)])
+def test_a_layered_pipeline_makes_one_engine_call_per_layer(problems, particles):
+    module = load(EXAMPLES / "mixture_of_agents.tts")
+    results = ImportanceSampling(particles).run(
+        module.programs["mixture"], [(PROBLEMS[0],)] * problems, seed=0
+    )
+    calls = results.stats.batch_sizes[("smollm2-135m-instruct", "generate")]
+    assert calls == [problems * particles] * 3  # two proposer layers and the aggregator
+    for post in results:
+        for particle in post.particles:
+            layers = [s for s in particle.trace if s.kind == "gen"]
+            assert [s.args["request"].n for s in layers] == [3, 3, 1]
+
+
+def test_universal_self_consistency_scores_every_response_in_one_call():
+    module = load(EXAMPLES / "universal_self_consistency.tts")
+    results = ImportanceSampling(2).run(module.programs["usc"], [(p,) for p in PROBLEMS], seed=0)
+    assert results.stats.batch_sizes[("smollm2-135m-instruct", "generate")] == [4]
+    assert results.stats.batch_sizes[("smollm2-135m-instruct", "logprob")] == [
+        4 * 4
+    ]  # 4 options, 4 particles
