@@ -1,4 +1,4 @@
-"""Nested inference as a site: ``ppl.nested(program, args, algorithm)`` (docs/design.md, "Nested inference").
+"""Nested inference as a site: ``ppl.nested(program, args, algorithm)`` (docs/design.md, "Compound programs").
 
 Inside a program, ``pool = ppl.nested(draft, (lm, problem), ImportanceSampling(8))`` runs
 ``algorithm`` on ``draft`` for that one problem and gives its weighted answers (``Answers``).
@@ -16,6 +16,21 @@ finishes, and the answer is recorded like any other, so copies replay it. Its ra
 keyed by the outer particle's key and the site's position (``ChildSource``). In direct
 execution (``ppl.seed``) and exact enumeration the inner run is a separate sub-run
 (``SubRun``); exact enumeration accepts only an exact inner interpreter (enumeration).
+
+    >>> import ppl
+    >>> from ppl.algorithms import ImportanceSampling
+    >>> from ppl.backends.tabular import TabularLM
+    >>> lm = TabularLM.random(["a", "b"], order=1, seed=0)
+    >>> @ppl.program
+    ... def draft(lm):
+    ...     return ppl.gen(lm, (), max_tokens=2).text
+    >>> @ppl.program
+    ... def pick(lm):
+    ...     pool = ppl.nested(draft, (lm,), ImportanceSampling(4))
+    ...     return pool.majority()
+    >>> results = ImportanceSampling(3).run(pick, [(lm,)], seed=0)
+    >>> results.stats.batch_sizes[("tabular", "generate")]  # 3 outer × 4 inner particles, one call
+    [12]
 """
 
 from __future__ import annotations
