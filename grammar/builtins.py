@@ -34,6 +34,8 @@ from .types import (
     MODEL,
     NUMBER,
     PRM,
+    PYTHON,
+    RETRIEVER,
     SEGMENT,
     TEXT,
     TOKENS,
@@ -559,8 +561,56 @@ VERIFIER_METHODS = MappingProxyType(
     }
 )
 
+
+def _run_code(tool, code) -> str:
+    """The code's output, or ``error (status): why`` when it failed or hit a sandbox limit."""
+    status, text = ppl.tool(tool, as_text(code))
+    return text if status == "passed" else f"error ({status}): {text}"
+
+
+PYTHON_METHODS = MappingProxyType(
+    {
+        "run": Builtin(
+            "run",
+            (Param("code", TEXT_LIKE),),
+            TEXT,
+            "reward",
+            _run_code,
+            "the code run in the sandbox: its output, or `error (status): why` (a tool site, memoised)",
+        ),
+        "passed": Builtin(
+            "passed",
+            (Param("code", TEXT_LIKE),),
+            BOOL,
+            "reward",
+            lambda tool, code: ppl.tool(tool, as_text(code))[0] == "passed",
+            "whether the code ran to the end cleanly within the limits",
+        ),
+    }
+)
+
+RETRIEVER_METHODS = MappingProxyType(
+    {
+        "search": Builtin(
+            "search",
+            (Param("query", TEXT_LIKE), Param("k", (NUMBER,), 3)),
+            list_of(TEXT),
+            "reward",
+            lambda tool, query, k: ppl.tool(tool, as_text(query), as_count(k, "k")),
+            "the k best documents of the corpus for the query (BM25), best first",
+        ),
+    }
+)
+
 METHODS = MappingProxyType(
-    {MODEL: MODEL_METHODS, JUDGE: JUDGE_METHODS, PRM: PRM_METHODS, VERIFIER: VERIFIER_METHODS}
+    {
+        MODEL: MODEL_METHODS,
+        JUDGE: JUDGE_METHODS,
+        PRM: PRM_METHODS,
+        VERIFIER: VERIFIER_METHODS,
+        PYTHON: PYTHON_METHODS,
+        RETRIEVER: RETRIEVER_METHODS,
+    }
 )
 
 # Fields of a segment: name → (type, getter).
@@ -620,6 +670,22 @@ DECLARATIONS = MappingProxyType(
             "declaration",
             None,
             "a checker of tts eval (math, exact, regex, include_words, …) as a batched, memoised reward",
+        ),
+        "python": Builtin(
+            "python",
+            (Param("time_limit", (NUMBER,), 10.0), Param("memory_mb", (NUMBER,), 512)),
+            PYTHON,
+            "declaration",
+            None,
+            "sandboxed Python (no network, time and memory limits) as a tool",
+        ),
+        "retriever": Builtin(
+            "retriever",
+            (Param("path", (TEXT,)),),
+            RETRIEVER,
+            "declaration",
+            None,
+            'BM25 retrieval over a local corpus: a JSONL file of {"text": ...} lines or a folder of .txt files',
         ),
         "prm": Builtin(
             "prm",

@@ -42,6 +42,8 @@ from .types import (
     MODEL,
     NUMBER,
     PRM,
+    PYTHON,
+    RETRIEVER,
     SIMPLE,
     TEXT,
     TOKENS,
@@ -62,6 +64,8 @@ USE_TYPES = {
     "judge": JUDGE,
     "prm": PRM,
     "verifier": VERIFIER,
+    "python": PYTHON,
+    "retriever": RETRIEVER,
 }  # what each kind of `use` declares
 MAX_DEPTH = 100  # nesting of expressions and blocks; deeper files are rejected, not crashed on
 
@@ -246,8 +250,18 @@ class _Checker:
                     )
                     return None
                 settings[param.name] = node.id
-            elif isinstance(arg.value, ast.String):
+            elif isinstance(arg.value, ast.String) and TEXT in param.types:
                 settings[param.name] = arg.value.value
+            elif isinstance(arg.value, ast.Number) and NUMBER in param.types:
+                if arg.value.value <= 0:
+                    self.error(
+                        arg.value.pos, f"the argument '{param.name}' of {value.function} must be positive"
+                    )
+                    return None
+                settings[param.name] = arg.value.value
+            elif NUMBER in param.types:
+                self.error(arg.value.pos, f"the argument '{param.name}' of {value.function} must be a number")
+                return None
             else:
                 self.error(arg.value.pos, f"the argument '{param.name}' of {value.function} must be a string")
                 return None

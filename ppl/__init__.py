@@ -14,10 +14,10 @@ from .errors import (
 )
 from .handlers import Messenger, seed, trace
 from .inference import Algorithm, Results, infer
-from .interfaces import GenRequest, NextTokenRequest, RewardRequest, ScoreRequest, Segment, Usage
+from .interfaces import GenRequest, NextTokenRequest, RewardRequest, ScoreRequest, Segment, ToolRequest, Usage
 from .nested import Answers, nested
 from .posterior import Diagnostics, Posterior, WeightedParticle
-from .primitives import condition, gen, observe, reward, sample, score, select, steps, twist
+from .primitives import condition, gen, observe, reward, sample, score, select, steps, tool, twist
 from .program import Program, program
 
 __version__ = "0.1.0"
@@ -40,6 +40,7 @@ __all__ = [
     "RewardRequest",
     "ScoreRequest",
     "Segment",
+    "ToolRequest",
     "Usage",
     "WeightedParticle",
     "condition",
@@ -54,6 +55,7 @@ __all__ = [
     "seed",
     "select",
     "steps",
+    "tool",
     "trace",
     "twist",
 ]

@@ -2,7 +2,8 @@
 
 Everything an interpreter asks of the outside world is one of these requests — generate a
 segment, score an existing continuation, read the next token's log-probabilities at a
-few tokens (``NextTokenRequest``, what a judge asks), or evaluate a reward — or a declared
+few tokens (``NextTokenRequest``, what a judge asks), evaluate a reward, or call a tool
+(``ToolRequest``) — or a declared
 batch of them (``ScoreBatch``), and every backend answers lists of them at once. Each request type
 names the engine method that answers it (``method``), splits into the parts that method
 takes (``parts``), and turns the method's answers for those parts into the site's answer
@@ -212,13 +213,36 @@ class RewardRequest:
         return 0, 0
 
 
+@dataclass(frozen=True)
+class ToolRequest:
+    """Arguments of one tool call (sandboxed code, a retrieval); hashable so tools can memoise.
+
+    A tool answers with any value (text, a tuple of texts …), through its ``call`` method."""
+
+    args: tuple
+
+    method: ClassVar[str] = "call"
+
+    def parts(self) -> tuple[ToolRequest, ...]:
+        return (self,)
+
+    def take(self, answers: list) -> Any:
+        return answers[0]
+
+    def grouped(self, group: int) -> ToolRequest:
+        return self  # a tool call is memoised by its arguments alone
+
+    def tokens(self, answer) -> tuple[int, int]:
+        return 0, 0
+
+
 def engine_method(request) -> str:
     """The name of the engine method that answers ``request``; ``TypeError`` for an unknown type."""
     method = getattr(type(request), "method", None)
     if not isinstance(method, str) or not hasattr(request, "parts") or not hasattr(request, "take"):
         raise TypeError(
             f"{type(request).__name__} is not a request an engine answers: a site may ask for a "
-            "GenRequest, ScoreRequest, ScoreBatch, NextTokenRequest or RewardRequest"
+            "GenRequest, ScoreRequest, ScoreBatch, NextTokenRequest, RewardRequest or ToolRequest"
         )
     return method
 
@@ -296,6 +320,19 @@ class RewardModel(Protocol):
     usage: Usage
 
     def reward(self, requests: Sequence[RewardRequest]) -> list[float]: ...
+
+
+@runtime_checkable
+class Tool(Protocol):
+    """A tool a program calls (``ppl.tool``): sandboxed code, retrieval. Batched and memoised
+    like a reward model; it never raises for one request — what went wrong is in that
+    request's answer — and may offer ``check(args) -> str | None``, run in the particle, to
+    refuse arguments it cannot take (that particle dies with the reason, the run goes on)."""
+
+    name: str
+    usage: Usage
+
+    def call(self, requests: Sequence[ToolRequest]) -> list: ...
 
 
 @runtime_checkable

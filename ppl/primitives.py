@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .handlers import Done, Draw, Message, Need, apply_stack
-from .interfaces import GenRequest, RewardRequest, ScoreBatch, ScoreRequest, Segment
+from .interfaces import GenRequest, RewardRequest, ScoreBatch, ScoreRequest, Segment, ToolRequest
 
 DEFAULT_MAX_TOKENS = 256
 
@@ -205,6 +205,28 @@ def reward(model, *args) -> float:
         return Done(float(results[0]), 0.0)
 
     return apply_stack(Message("reward", {"model": model, "args": args}, resolve))
+
+
+def tool(model, *args) -> Any:
+    """Call a tool (sandboxed Python, retrieval …): batched and memoised like a reward, and
+    counted in the run's statistics. Its answer is a value, not a weight.
+
+    Arguments the tool refuses (its optional ``check``) raise here, so only this particle
+    dies, with the tool's reason; a tool never fails the whole run for one call.
+    """
+    args = tuple(args)
+    check = getattr(model, "check", None)
+    problem = check(args) if check is not None else None
+    if problem:
+        raise ValueError(problem)
+    request = ToolRequest(args)
+
+    def resolve(results):
+        if not results:
+            return Need(model, request)
+        return Done(results[0], 0.0)
+
+    return apply_stack(Message("tool", {"model": model, "args": args}, resolve))
 
 
 def barrier() -> None:
