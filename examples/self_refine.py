@@ -11,7 +11,7 @@ import sys
 import ppl
 from ppl.algorithms import ImportanceSampling
 from ppl.app.models import load_model
-from ppl.grammar.builtins import last_number
+from ppl.text import last_number
 
 PROBLEM = "Zoe has 8 shells and gives away 2. How many are left?"
 

@@ -17,7 +17,6 @@ a number an ``int`` or ``float``, a list a ``tuple``.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -26,6 +25,7 @@ from typing import Any
 import ppl
 from ppl.interfaces import Segment
 from ppl.primitives import DEFAULT_MAX_TOKENS
+from ppl.text import as_number, extract, extract_all, last_number, regex, split
 
 from .types import (
     ANYTHING,
@@ -119,53 +119,6 @@ def last_boxed(text: str) -> str:
             if depth == 0:
                 return text[i + 1 : j]
     return text[i + 1 :]
-
-
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][+-]?\d+)?")
-
-
-def last_number(text: str) -> str:
-    """The last number written in ``text`` (``-3``, ``1,234.5``), commas dropped; "" if none."""
-    found = _NUMBER.findall(text)
-    return found[-1].replace(",", "") if found else ""
-
-
-def as_number(text: str) -> int | float:
-    """The number a text spells (spaces and thousands commas ignored); a ValueError otherwise."""
-    cleaned = text.strip().replace(",", "")
-    try:
-        value = float(cleaned)
-    except ValueError:
-        raise ValueError(f"cannot read a number from {text!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"cannot read a number from {text!r}")
-    return int(value) if value.is_integer() and re.fullmatch(r"-?\d+", cleaned) else value
-
-
-def _pattern(pattern: str) -> re.Pattern:
-    try:
-        return re.compile(pattern)
-    except re.error as error:
-        raise ValueError(f"bad regular expression {pattern!r}: {error}") from None
-
-
-def extract(text: str, pattern: str) -> str:
-    """The first match of ``pattern`` in ``text`` — its first group if it has groups; "" if none."""
-    match = _pattern(pattern).search(text)
-    if match is None:
-        return ""
-    return match.group(1) if match.re.groups else match.group(0)
-
-
-def extract_all(text: str, pattern: str) -> tuple[str, ...]:
-    """Every match of ``pattern`` in ``text`` (the first group of each, if it has groups)."""
-    compiled = _pattern(pattern)
-    return tuple(m.group(1) if compiled.groups else m.group(0) for m in compiled.finditer(text))
-
-
-def split(text: str, separator: str) -> tuple[str, ...]:
-    """``text`` cut at every ``separator``; at runs of white space when it is ""."""
-    return tuple(text.split(separator) if separator else text.split())
 
 
 def _range(n) -> tuple[int, ...]:
@@ -309,7 +262,7 @@ FUNCTIONS = MappingProxyType(
             (Param("text", TEXT_LIKE), Param("pattern", (TEXT,))),
             BOOL,
             "function",
-            lambda text, pattern: _pattern(pattern).search(as_text(text)) is not None,
+            lambda text, pattern: regex(pattern).search(as_text(text)) is not None,
             "whether the regular expression occurs in the text",
         ),
         "extract": Builtin(

@@ -837,6 +837,13 @@ class _Checker:
                     f"the argument '{param.name}' of {shown} must be {describe(param.types)}, not {_a(t)}",
                 )
         self.calls[id(node)] = (builtin, bound)
+        count = bound.get("n") if builtin.kind == "choice" else None
+        if isinstance(count, ast.Argument) and isinstance(count.value, ast.Number):
+            value = count.value.value
+            if not float(value).is_integer() or value < 1:
+                self.error(
+                    count.value.pos, f"n (samples from one request) needs a whole number >= 1, got {value}"
+                )
         return builtin.result(bound) if builtin.result is not None else builtin.returns
 
     def arguments(self, args, depth: int) -> None:

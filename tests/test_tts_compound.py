@@ -234,6 +234,10 @@ HEADER = 'version 0.1\nuse lm = model("compound-test")\n'
             "values, weights, log_evidence",
         ),
         (
+            "program a(p: text) -> text {\n  xs ~ lm.gen(lm.encode(p), n = 0)\n  return p\n}\n",
+            "<input>:4:33: n (samples from one request) needs a whole number >= 1, got 0",
+        ),
+        (
             "program a(p: text) -> text {\n  xs ~ lm.gen(lm.encode(p), n = 2)\n  return xs.text\n}\n",
             "<input>:5:13: a list[segment] has no field 'text'",
         ),
