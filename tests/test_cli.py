@@ -26,6 +26,7 @@ INPUTS = {
     "mixture_of_agents": "What is 3 + 4?",
     "universal_self_consistency": "What is 3 + 4?",
     "self_refine": "What is 3 + 4?",
+    "archon": "What is 3 + 4?",
 }
 
 

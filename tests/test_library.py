@@ -1,5 +1,6 @@
 """The library of compound programs (examples/): mixture-of-agents, universal
-self-consistency and self-refine, each a .tts file and its Python twin with identical traces
+self-consistency, self-refine and an Archon-style architecture, each a .tts file and its
+Python twin with identical traces
 on the tabular backend, and the batching of a layered pipeline: one engine call per
 (layer, round) whatever the number of problems and samples per site."""
 
@@ -16,10 +17,11 @@ from ppl.app import load
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PROBLEMS = ["Zoe has 8 shells and gives away 2. How many are left?", "What is 3 + 4?"]
-PAIRS = {
-    "mixture_of_agents": "mixture",
-    "universal_self_consistency": "usc",
-    "self_refine": "self_refine",
+PAIRS = {  # example → (program, the models its Python twin takes before the problem)
+    "mixture_of_agents": ("mixture", ("lm",)),
+    "universal_self_consistency": ("usc", ("lm",)),
+    "self_refine": ("self_refine", ("lm",)),
+    "archon": ("archon", ("lm", "judge")),
 }
 
 
@@ -28,9 +30,9 @@ PAIRS = {
 def test_library_twins_give_identical_traces(name, algorithm):
     module = load(EXAMPLES / f"{name}.tts")
     twin = runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name="example")
-    lm = module.models["lm"]
-    program = PAIRS[name]
-    python = algorithm.run(twin[program], [(lm, p) for p in PROBLEMS], seed=2)
+    program, uses = PAIRS[name]
+    models = tuple(module.models[u] for u in uses)
+    python = algorithm.run(twin[program], [(*models, p) for p in PROBLEMS], seed=2)
     tts = algorithm.run(module.programs[program], [(p,) for p in PROBLEMS], seed=2)
     assert_identical(python, tts)
     assert all(p.status == "finished" for post in tts for p in post.particles)
@@ -57,3 +59,18 @@ def test_universal_self_consistency_scores_every_response_in_one_call():
     assert results.stats.batch_sizes[("smollm2-135m-instruct", "logprob")] == [
         4 * 4
     ]  # 4 options, 4 particles
+
+
+@pytest.mark.parametrize("problems, particles", [(1, 2), (4, 3)])
+def test_an_archon_style_pipeline_makes_one_call_per_layer_and_round(problems, particles):
+    """generator, three critic rounds, fuser: five generation calls, each of every particle of
+    every problem; the ranker's options are scored in one call, and the verifier judges in one."""
+    module = load(EXAMPLES / "archon.tts")
+    results = ImportanceSampling(particles).run(
+        module.programs["archon"], [(PROBLEMS[0],)] * problems, seed=0
+    )
+    generate = results.stats.batch_sizes[("smollm2-135m-instruct", "generate")]
+    assert generate == [problems * particles] * 5
+    ranked = results.stats.batch_sizes[("smollm2-135m-instruct", "logprob")]
+    assert ranked == [problems * particles * 3]  # the ranker: three options per particle, one call
+    assert results.stats.batch_sizes[("judge", "reward")] == [problems * particles]  # the verifier
