@@ -27,6 +27,7 @@ INPUTS = {
     "universal_self_consistency": "What is 3 + 4?",
     "self_refine": "What is 3 + 4?",
     "archon": "What is 3 + 4?",
+    "program_of_thought": "What is 3 + 4?",
 }
 
 

@@ -1,5 +1,6 @@
 """The library of compound programs (examples/): mixture-of-agents, universal
-self-consistency, self-refine and an Archon-style architecture, each a .tts file and its
+self-consistency, self-refine, an Archon-style architecture and program-of-thought with
+verification, each a .tts file and its
 Python twin with identical traces
 on the tabular backend, and the batching of a layered pipeline: one engine call per
 (layer, round) whatever the number of problems and samples per site."""
@@ -22,6 +23,7 @@ PAIRS = {  # example → (program, the models its Python twin takes before the p
     "universal_self_consistency": ("usc", ("lm",)),
     "self_refine": ("self_refine", ("lm",)),
     "archon": ("archon", ("lm", "judge")),
+    "program_of_thought": ("pot", ("lm", "py")),
 }
 
 
@@ -35,7 +37,14 @@ def test_library_twins_give_identical_traces(name, algorithm):
     python = algorithm.run(twin[program], [(*models, p) for p in PROBLEMS], seed=2)
     tts = algorithm.run(module.programs[program], [(p,) for p in PROBLEMS], seed=2)
     assert_identical(python, tts)
-    assert all(p.status == "finished" for post in tts for p in post.particles)
+    if name == "program_of_thought":  # the random character LM writes no valid program
+        assert all(
+            r.startswith("the program failed: error (error): ")
+            for post in tts
+            for r in post.diagnostics.deaths
+        )
+    else:
+        assert all(p.status == "finished" for post in tts for p in post.particles)
 
 
 @pytest.mark.parametrize("problems, particles", [(1, 2), (3, 4), (5, 3)])
@@ -74,3 +83,41 @@ def test_an_archon_style_pipeline_makes_one_call_per_layer_and_round(problems, p
     ranked = results.stats.batch_sizes[("smollm2-135m-instruct", "logprob")]
     assert ranked == [problems * particles * 3]  # the ranker: three options per particle, one call
     assert results.stats.batch_sizes[("judge", "reward")] == [problems * particles]  # the verifier
+
+
+def code_writing_lm():
+    """A character LM that, after a question mark, writes ``print(6)``, ``print(7)`` or
+    ``print(x)`` (a NameError), each with probability 1/3."""
+    import math
+
+    from ppl.app.models import CHARACTERS, CharacterLM
+
+    vocab = list(CHARACTERS)
+    chain = {"?": "p", "p": "r", "r": "i", "i": "n", "n": "t", "t": "(", "6": ")", "7": ")", "x": ")"}
+    table = {}
+    for char in set(chain) | {"(", ")"}:
+        logits = [-math.inf] * (len(vocab) + 1)
+        if char == "(":
+            for digit in "67x":
+                logits[vocab.index(digit)] = 0.0
+        elif char == ")":
+            logits[len(vocab)] = 0.0  # end of sequence
+        else:
+            logits[vocab.index(chain[char])] = 0.0
+        table[(vocab.index(char),)] = logits
+    return CharacterLM(vocab, table, order=1, name="code-writer")
+
+
+def test_program_of_thought_is_exact_on_a_code_writing_lm():
+    """Enumerated exactly, the sandbox run at each branch: the failing program's branch has
+    weight zero with its reason, and agreement with the independent solution scores e."""
+    import math
+
+    from ppl.algorithms import enumerate_program
+
+    module = load(EXAMPLES / "program_of_thought.tts", models={"lm": code_writing_lm()})
+    post = enumerate_program(module.programs["pot"], ("How many?",))
+    assert post.log_evidence == pytest.approx(math.log(2 / 9 * (math.e + 2)), abs=1e-9)
+    assert post.distribution() == pytest.approx({"6": 0.5, "7": 0.5}, abs=1e-12)
+    reasons = {p.error.split("\n")[0] for p in post.particles if p.error}
+    assert reasons == {"the program failed: error (error): NameError: name 'x' is not defined"}

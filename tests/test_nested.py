@@ -210,5 +210,7 @@ def test_streamed_and_batched_engines_give_the_same_nested_runs():
     batched = algorithm.run(several, [(lm,)] * 3, seed=5)
     streamed = algorithm.run(several, [(Stepwise(lm, max_num_seqs=4),)] * 3, seed=5)
     for a, b in zip(batched, streamed):
-        assert [(p.value, p.log_weight) for p in a.particles] == [(p.value, p.log_weight) for p in b.particles]
+        assert [(p.value, p.log_weight) for p in a.particles] == [
+            (p.value, p.log_weight) for p in b.particles
+        ]
         assert a.log_evidence == b.log_evidence
