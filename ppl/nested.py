@@ -143,7 +143,8 @@ class ChildSource:
     by the outer site (``prefix``) — so the inner run is the same whatever else is in flight.
 
     Every key an interpreter asks for is ``(stream, problem, …)``; the child's scheduler id
-    (``problem``) is dropped, the rest kept: ``parent(NESTED, *prefix, stream, …)``.
+    (``problem``) is dropped, the rest kept: ``parent(NESTED, 0, *prefix, stream, …)`` — a key
+    of the same form, with problem 0, so a child of a child maps through its parent alike.
     """
 
     def __init__(self, parent: Source, prefix: tuple[int, ...]):
@@ -151,7 +152,7 @@ class ChildSource:
         self.prefix = tuple(prefix)
 
     def _key(self, key: tuple) -> tuple:
-        return (int(Stream.NESTED), *self.prefix, key[0], *key[2:])
+        return (int(Stream.NESTED), 0, *self.prefix, key[0], *key[2:])
 
     def __call__(self, *key: int):
         return self.parent(*self._key(key))

@@ -1,7 +1,7 @@
 """The primitives a program is written with (docs/design.md, "Semantics").
 
 Each primitive builds a ``Message`` and sends it through the handler stack. Choice sites
-(``gen``, ``select``, ``sample``, ``reward``) carry a *resolver*: a pure function from the
+(``gen``, ``select``, ``sample``, ``reward``, ``tool``; ``ppl.nested`` in ``nested.py``) carry a *resolver*: a pure function from the
 answers received so far to what the site still needs (an engine request or a local draw)
 or to its value and log importance weight. Because resolvers are pure, any interpreter can
 replay, suspend, batch or enumerate a site without knowing what kind of site it is.

@@ -459,7 +459,9 @@ class Scheduler:
         is admitted at once (its parent holds a place already), keyed by the outer site."""
         request: InferRequest = particle.need.request
         particle.need = None
-        site = (*particle.key, len(particle.records), len(particle.records[-1]))
+        # the outer particle's key (without a nested run's scheduler id) and the site's position
+        own = particle.key if run.parent is None else (particle.key[0], *particle.key[2:])
+        site = (*own, len(particle.records), len(particle.records[-1]))
         source = ChildSource(run.source, site)
         program = request.program
         args, kwargs = program.bind(request.problem)

@@ -214,3 +214,27 @@ def test_streamed_and_batched_engines_give_the_same_nested_runs():
             (p.value, p.log_weight) for p in b.particles
         ]
         assert a.log_evidence == b.log_evidence
+
+
+def test_nested_runs_nest():
+    """A nested run whose program nests another: keys stay non-negative and independent of
+    what else is in flight, and the innermost generations still share the engine calls."""
+    lm = TabularLM.random(["a", "b"], order=2, seed=1)
+
+    @ppl.program
+    def middle(lm):
+        pool = ppl.nested(draft, (lm,), ImportanceSampling(2))
+        return pool.majority()
+
+    @ppl.program
+    def top(lm):
+        pool = ppl.nested(middle, (lm,), SMC(2, resample="systematic", ess_threshold=1.0))
+        return pool.best()
+
+    together = ImportanceSampling(3).run(top, [(lm,)] * 2, seed=1)
+    alone = ImportanceSampling(3).run(top, [(lm,)], seed=1, ids=[1])
+    assert together.stats.batch_sizes[("tabular", "generate")] == [2 * 3 * 2 * 2]
+    assert all(p.status == "finished" for post in together for p in post.particles)
+    assert [p.value for p in together[1].particles] == [p.value for p in alone[0].particles]
+    inner = [s.value for p in together[1].particles for s in p.trace if s.kind == "infer"]
+    assert inner == [s.value for p in alone[0].particles for s in p.trace if s.kind == "infer"]
