@@ -24,8 +24,10 @@ target); a trace whose program raises has γ = 0 and keeps its reason. The resul
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -33,6 +35,7 @@ from ppl.errors import NotEnumerableError
 from ppl.handlers import Draw, Message, Messenger, Need, Site, Weigher, answer_directly, only, resolve_site
 from ppl.inference import Algorithm, ResultStream
 from ppl.interfaces import GenRequest
+from ppl.nested import InferRequest
 from ppl.posterior import Diagnostics, Posterior, WeightedParticle, logsumexp
 from ppl.program import as_program
 from ppl.settings import AlgorithmSpec, Setting
@@ -78,6 +81,13 @@ class _Enumerate(Messenger):
         exactly (they are deterministic)."""
         if isinstance(step, Draw):
             return self._branch(_draw_support(step))
+        if isinstance(step.request, InferRequest):
+            if not getattr(step.request.algorithm, "exact", False):
+                raise NotEnumerableError(
+                    f"exact enumeration of a nested run needs an exact inner interpreter (enumerate), "
+                    f"not {step.request.algorithm!r}: the inner interpreter's randomness cannot be listed"
+                )
+            return answer_directly(replace(step, request=replace(step.request, seed=0)), None)
         if isinstance(step.request, GenRequest):
             support = getattr(step.model, "support", None)
             if support is None:
@@ -85,7 +95,7 @@ class _Enumerate(Messenger):
                     f"model {getattr(step.model, 'name', step.model)!r} cannot list its outputs; "
                     "exact enumeration needs a tabular LM"
                 )
-            return self._branch([(s, s.logprob) for s in support(step.request) if s.logprob > -math.inf])
+            return self._branch(gen_outcomes(step.request, support(step.request)))
         return answer_directly(step, None)
 
     def postprocess_message(self, msg: Message) -> None:
@@ -93,6 +103,19 @@ class _Enumerate(Messenger):
         reason = self.weights.add(msg, len(self.sites) - 1)
         if reason is not None:
             raise _Dead(reason)
+
+
+def gen_outcomes(request: GenRequest, support: list) -> list[tuple[object, float]]:
+    """Every answer a generation request can get, with its log-probability: each segment of
+    the support, or for ``n > 1`` each n-tuple of them, whose log-probability is the sum of
+    its segments' (the n samples are independent given the prompt)."""
+    segments = [(s, s.logprob) for s in support if s.logprob > -math.inf]
+    if request.n == 1:
+        return segments
+    return [
+        (tuple(s for s, _ in combination), float(sum(lp for _, lp in combination)))
+        for combination in itertools.product(segments, repeat=request.n)
+    ]
 
 
 def _draw_support(step: Draw) -> list[tuple[object, float]]:
@@ -160,6 +183,7 @@ class Enumeration(Algorithm):
     """Exact enumeration as an interpreter: one exact Posterior per problem."""
 
     name = "enumeration"
+    exact = True
 
     def __init__(self, max_traces: int = 200_000):
         self.max_traces = MAX_TRACES.check(max_traces)

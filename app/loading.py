@@ -35,7 +35,10 @@ from pathlib import Path
 
 from ppl import grammar
 from ppl.algorithms import ALGORITHMS
+from ppl.backends import verifiers
 from ppl.backends.judge import Judge
+from ppl.backends.sandbox import Sandbox
+from ppl.backends.tools import PythonTool, Retriever
 from ppl.grammar import Catalog, Checked, Module, TtsError
 from ppl.grammar.errors import Diagnostic
 
@@ -44,7 +47,7 @@ from . import models as registry
 
 def catalog() -> Catalog:
     """What a file may name here: every registered interpreter, backend and PRM aggregation."""
-    return Catalog(ALGORITHMS, registry.backend_names(), registry.PRM_AGGREGATIONS)
+    return Catalog(ALGORITHMS, registry.backend_names(), registry.PRM_AGGREGATIONS, tuple(verifiers.CHECKERS))
 
 
 def check(source: str | bytes | Path, filename: str | None = None) -> Checked:
@@ -95,6 +98,18 @@ def resolve_models(
                 resolved[name] = loaded[key]
             except registry.BackendError as error:
                 problems.append(Diagnostic(use.settings_pos.get("backend", use.pos), str(error)))
+        elif use.kind == "verifier":
+            resolved[name] = verifiers.verifier(use.settings["name"])  # the checkers of tts eval
+        elif use.kind == "python":
+            limits = Sandbox(
+                time_limit=float(use.settings["time_limit"]), memory_limit_mb=int(use.settings["memory_mb"])
+            )
+            resolved[name] = PythonTool(limits, name=name)
+        elif use.kind == "retriever":
+            try:
+                resolved[name] = Retriever.from_path(_beside(checked.filename, use.settings["path"]))
+            except (OSError, ValueError) as error:
+                problems.append(Diagnostic(use.settings_pos.get("path", use.pos), str(error)))
         elif use.kind == "judge" and use.settings["model"] in resolved:
             resolved[name] = Judge(resolved[use.settings["model"]], use.settings["question"], name=name)
         elif use.kind == "prm" and use.settings["model"] is not None:
@@ -113,3 +128,12 @@ def resolve_models(
     if problems:
         raise TtsError(problems, checked.source)
     return resolved
+
+
+def _beside(filename: str, path: str) -> Path:
+    """A path written in a .tts file: relative to that file's folder (to the working folder
+    for source text that is not a file)."""
+    written = Path(path)
+    if written.is_absolute() or filename.startswith("<"):
+        return written
+    return Path(filename).parent / written

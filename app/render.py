@@ -24,7 +24,7 @@ class StopAtFirstEngineCall(Messenger):
     """Stops the program at its first site that would need an engine (gen, select, reward)."""
 
     def process_message(self, msg: Message) -> None:
-        if msg.kind in ("gen", "select", "reward"):
+        if msg.kind in ("gen", "select", "reward", "infer"):
             raise _Stop(msg)
 
 
@@ -49,9 +49,11 @@ def first_prompt(program, inputs: dict, *, rng_seed: int = 0) -> Rendered:
     """
     try:
         with only(seed(rng_seed=rng_seed), StopAtFirstEngineCall()):
-            program(**inputs)
+            program(*inputs) if isinstance(inputs, tuple) else program(**inputs)
     except _Stop as stop:
         msg = stop.msg
+        if msg.kind == "infer":  # a nested run first: its program's first prompt is the one sent
+            return first_prompt(msg.args["program"], msg.args["problem"], rng_seed=rng_seed)
         if msg.kind != "gen":
             raise UserError(
                 f"render stops at the first engine call, and the program's first one is a {msg.kind} "

@@ -35,6 +35,15 @@ class HFTokenizer:
             self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         )
 
+    def chat_turns(self, turns: Sequence[tuple[str, str]]) -> tuple[int, ...]:
+        """The chat template over several ``(role, text)`` turns (system, user, assistant), ready
+        for the assistant's next reply: the model's own template, so each model in a program
+        formats a conversation its way."""
+        messages = [{"role": role, "content": text} for role, text in turns]
+        return self.encode(
+            self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        )
+
     def segment(
         self,
         ids: Sequence[int],

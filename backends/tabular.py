@@ -155,6 +155,10 @@ class TabularLM:
         """The tabular LM has no roles: the chat prompt is the system text then the user text."""
         return self.encode((system or "") + user)
 
+    def chat_turns(self, turns: Sequence[tuple[str, str]]) -> tuple[int, ...]:
+        """No roles either: the turns' texts one after the other."""
+        return self.encode("".join(text for _, text in turns))
+
     # --- batched calls ------------------------------------------------------------------
 
     def generate(self, requests: Sequence[GenRequest]) -> list[list[Segment]]:

@@ -147,7 +147,11 @@ def compile(checked: Checked, models: Mapping[str, object]) -> Module:
     if missing:
         raise ValueError(f"no model for the use '{missing[0]}' of {checked.filename}: pass it in models")
     resolved = {name: models[name] for name in checked.uses}
-    programs = {name: compile_program(checked, name, resolved) for name in checked.programs}
+    programs: dict[str, Program] = {}
+    for name in checked.programs:
+        if name not in programs:
+            compile_program(checked, name, resolved, programs)
+    programs = {name: programs[name] for name in checked.programs}
     infer = None
     if checked.infer is not None:
         info = checked.infer

@@ -55,6 +55,14 @@ class String:
 
 
 @dataclass(frozen=True)
+class Interpolation:
+    """A string with ``${name}`` / ``${name.field}`` inside: texts and expressions, in order."""
+
+    pos: Position
+    parts: tuple
+
+
+@dataclass(frozen=True)
 class Bool:
     pos: Position
     value: bool
@@ -110,6 +118,19 @@ class Index:
     pos: Position
     target: object
     index: object
+
+
+@dataclass(frozen=True)
+class InferExpr:
+    """``infer program(args) with algorithm(settings)``: nested inference, an expression."""
+
+    pos: Position
+    program: str
+    program_pos: Position
+    args: tuple[Argument, ...]
+    algorithm: str
+    algorithm_pos: Position
+    settings: tuple[Argument, ...]
 
 
 @dataclass(frozen=True)
@@ -215,6 +236,16 @@ class Step:
 
     pos: Position
     max: object
+    body: tuple
+
+
+@dataclass(frozen=True)
+class For:
+    """``for name in iterable { body }``."""
+
+    pos: Position
+    name: str
+    iterable: object
     body: tuple
 
 

@@ -25,8 +25,25 @@ from typing import Any
 import ppl
 from ppl.interfaces import Segment
 from ppl.primitives import DEFAULT_MAX_TOKENS
+from ppl.text import as_number, extract, extract_all, last_number, regex, split
 
-from .types import ANYTHING, BOOL, JUDGE, MODEL, NUMBER, PRM, SEGMENT, TEXT, TOKENS, Type, list_of
+from .types import (
+    ANYTHING,
+    BOOL,
+    JUDGE,
+    MODEL,
+    NUMBER,
+    PRM,
+    PYTHON,
+    RETRIEVER,
+    SEGMENT,
+    TEXT,
+    TOKENS,
+    TURN,
+    VERIFIER,
+    Type,
+    list_of,
+)
 
 REQUIRED = object()
 TEXT_LIKE = (TEXT, SEGMENT, list_of(SEGMENT), list_of(TEXT))
@@ -48,6 +65,8 @@ class Builtin:
     kind: str
     run: Callable[..., Any]
     doc: str = ""
+    # The result type from the bound arguments, when it depends on them (``gen`` with ``n``).
+    result: Callable[[dict], Type] | None = None
 
 
 # ---- conversions at run time ---------------------------------------------------------------
@@ -102,6 +121,28 @@ def last_boxed(text: str) -> str:
     return text[i + 1 :]
 
 
+def _range(n) -> tuple[int, ...]:
+    count = as_count(n, "range(n)")
+    if count < 0:
+        raise ValueError(f"range(n) needs n >= 0, got {count}")
+    return tuple(range(count))
+
+
+def _turn(role: str):
+    def make(text) -> tuple[str, str]:
+        return (role, as_text(text))
+
+    return make
+
+
+def chat_turns(model, turns) -> tuple[int, ...]:
+    """The model's own chat template over several turns, ready for the assistant's reply."""
+    render = getattr(model, "chat_turns", None)
+    if render is None:
+        raise ValueError(f"the model {getattr(model, 'name', model)!r} has no multi-turn chat template")
+    return tuple(render(tuple(turns)))
+
+
 def _log(x):
     if x < 0:
         raise ValueError(f"log of a negative number ({x})")
@@ -119,7 +160,7 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
-def _gen(model, context, stop, max_tokens, temperature):
+def _gen(model, context, stop, max_tokens, temperature, n):
     stop = (stop,) if isinstance(stop, str) else tuple(stop)
     return ppl.gen(
         model,
@@ -127,7 +168,13 @@ def _gen(model, context, stop, max_tokens, temperature):
         stop=stop,
         max_tokens=as_count(max_tokens, "max_tokens"),
         temperature=float(temperature),
+        n=None if n is None else as_count(n, "n"),
     )
+
+
+def _gen_result(bound: dict) -> Type:
+    """``lm.gen(...)`` is a segment; with ``n = k`` it is a list of k segments (one request)."""
+    return SEGMENT if bound.get("n") is None else list_of(SEGMENT)
 
 
 # ---- functions -----------------------------------------------------------------------------
@@ -170,6 +217,111 @@ FUNCTIONS = MappingProxyType(
             "log", (Param("x", (NUMBER,)),), NUMBER, "function", _log, "natural log; log(0) = -inf"
         ),
         "exp": Builtin("exp", (Param("x", (NUMBER,)),), NUMBER, "function", _exp, "e to the power x"),
+        "strip": Builtin(
+            "strip",
+            (Param("text", TEXT_LIKE),),
+            TEXT,
+            "function",
+            lambda text: as_text(text).strip(),
+            "the text without white space at either end",
+        ),
+        "lower": Builtin(
+            "lower",
+            (Param("text", TEXT_LIKE),),
+            TEXT,
+            "function",
+            lambda text: as_text(text).lower(),
+            "lower case",
+        ),
+        "split": Builtin(
+            "split",
+            (Param("text", TEXT_LIKE), Param("separator", (TEXT,), "")),
+            list_of(TEXT),
+            "function",
+            lambda text, separator: split(as_text(text), separator),
+            'the pieces between separators (white space when the separator is "")',
+        ),
+        "join": Builtin(
+            "join",
+            (Param("items", (list_of(TEXT), list_of(SEGMENT))), Param("separator", (TEXT,), "")),
+            TEXT,
+            "function",
+            lambda items, separator: separator.join(as_text(i) for i in items),
+            "the texts joined with the separator between them",
+        ),
+        "replace": Builtin(
+            "replace",
+            (Param("text", TEXT_LIKE), Param("old", (TEXT,)), Param("new", (TEXT,))),
+            TEXT,
+            "function",
+            lambda text, old, new: as_text(text).replace(old, new),
+            "every occurrence of old replaced by new",
+        ),
+        "matches": Builtin(
+            "matches",
+            (Param("text", TEXT_LIKE), Param("pattern", (TEXT,))),
+            BOOL,
+            "function",
+            lambda text, pattern: regex(pattern).search(as_text(text)) is not None,
+            "whether the regular expression occurs in the text",
+        ),
+        "extract": Builtin(
+            "extract",
+            (Param("text", TEXT_LIKE), Param("pattern", (TEXT,))),
+            TEXT,
+            "function",
+            lambda text, pattern: extract(as_text(text), pattern),
+            'the first match of the regular expression (its first group, if any), or ""',
+        ),
+        "extract_all": Builtin(
+            "extract_all",
+            (Param("text", TEXT_LIKE), Param("pattern", (TEXT,))),
+            list_of(TEXT),
+            "function",
+            lambda text, pattern: extract_all(as_text(text), pattern),
+            "every match of the regular expression (first groups, if any)",
+        ),
+        "last_number": Builtin(
+            "last_number",
+            (Param("text", TEXT_LIKE),),
+            TEXT,
+            "function",
+            lambda text: last_number(as_text(text)),
+            'the last number written in the text, or ""',
+        ),
+        "number": Builtin(
+            "number",
+            (Param("text", TEXT_LIKE),),
+            NUMBER,
+            "function",
+            lambda text: as_number(as_text(text)),
+            "the number a text spells; an error (the particle dies) if it spells none",
+        ),
+        "range": Builtin(
+            "range",
+            (Param("n", (NUMBER,)),),
+            list_of(NUMBER),
+            "function",
+            _range,
+            "the numbers 0, 1, …, n - 1",
+        ),
+        "system": Builtin(
+            "system",
+            (Param("text", TEXT_LIKE),),
+            TURN,
+            "function",
+            _turn("system"),
+            "a system turn of a chat",
+        ),
+        "user": Builtin("user", (Param("text", TEXT_LIKE),), TURN, "function", _turn("user"), "a user turn"),
+        "assistant": Builtin(
+            "assistant",
+            (Param("text", TEXT_LIKE),),
+            TURN,
+            "function",
+            _turn("assistant"),
+            "an assistant turn",
+        ),
         "select": Builtin(
             "select",
             (Param("model", (MODEL,)), Param("context", TOKENS_LIKE), Param("options", (list_of(TEXT),))),
@@ -244,11 +396,13 @@ MODEL_METHODS = MappingProxyType(
                 Param("stop", (list_of(TEXT), TEXT), ()),
                 Param("max_tokens", _N, DEFAULT_MAX_TOKENS),
                 Param("temperature", _N, 1.0),
+                Param("n", _N, None),
             ),
             SEGMENT,
             "choice",
             _gen,
-            "one LM segment after the context",
+            "one LM segment after the context; with n = k, a list of k segments from one request",
+            _gen_result,
         ),
         "chat": Builtin(
             "chat",
@@ -257,6 +411,14 @@ MODEL_METHODS = MappingProxyType(
             "function",
             lambda model, user, system: tuple(model.chat(user=user, system=system)),
             "the model's chat prompt, ready for the assistant's reply",
+        ),
+        "chat_turns": Builtin(
+            "chat_turns",
+            (Param("turns", (list_of(TURN),)),),
+            TOKENS,
+            "function",
+            chat_turns,
+            "the model's chat template over several turns, ready for the assistant's reply",
         ),
         "encode": Builtin(
             "encode",
@@ -329,7 +491,80 @@ PRM_METHODS = MappingProxyType(
     }
 )
 
-METHODS = MappingProxyType({MODEL: MODEL_METHODS, JUDGE: JUDGE_METHODS, PRM: PRM_METHODS})
+REFERENCE = (TEXT, NUMBER, list_of(TEXT))
+
+VERIFIER_METHODS = MappingProxyType(
+    {
+        "reward": Builtin(
+            "reward",
+            (Param("answer", TEXT_LIKE), Param("reference", REFERENCE)),
+            NUMBER,
+            "reward",
+            lambda verifier, answer, reference: ppl.reward(verifier, as_text(answer), reference),
+            "1 when the checker passes the answer against the reference, else 0 (batched, memoised)",
+        ),
+        "check": Builtin(
+            "check",
+            (Param("answer", TEXT_LIKE), Param("reference", REFERENCE)),
+            BOOL,
+            "reward",
+            lambda verifier, answer, reference: ppl.reward(verifier, as_text(answer), reference) > 0.5,
+            "whether the checker passes the answer against the reference",
+        ),
+    }
+)
+
+
+def _run_code(tool, code) -> str:
+    """The code's output, or ``error (status): why`` when it failed or hit a sandbox limit."""
+    status, text = ppl.tool(tool, as_text(code))
+    return text if status == "passed" else f"error ({status}): {text}"
+
+
+PYTHON_METHODS = MappingProxyType(
+    {
+        "run": Builtin(
+            "run",
+            (Param("code", TEXT_LIKE),),
+            TEXT,
+            "reward",
+            _run_code,
+            "the code run in the sandbox: its output, or `error (status): why` (a tool site, memoised)",
+        ),
+        "passed": Builtin(
+            "passed",
+            (Param("code", TEXT_LIKE),),
+            BOOL,
+            "reward",
+            lambda tool, code: ppl.tool(tool, as_text(code))[0] == "passed",
+            "whether the code ran to the end cleanly within the limits",
+        ),
+    }
+)
+
+RETRIEVER_METHODS = MappingProxyType(
+    {
+        "search": Builtin(
+            "search",
+            (Param("query", TEXT_LIKE), Param("k", (NUMBER,), 3)),
+            list_of(TEXT),
+            "reward",
+            lambda tool, query, k: ppl.tool(tool, as_text(query), as_count(k, "k")),
+            "the k best documents of the corpus for the query (BM25), best first",
+        ),
+    }
+)
+
+METHODS = MappingProxyType(
+    {
+        MODEL: MODEL_METHODS,
+        JUDGE: JUDGE_METHODS,
+        PRM: PRM_METHODS,
+        VERIFIER: VERIFIER_METHODS,
+        PYTHON: PYTHON_METHODS,
+        RETRIEVER: RETRIEVER_METHODS,
+    }
+)
 
 # Fields of a segment: name → (type, getter).
 SEGMENT_FIELDS = MappingProxyType(
@@ -339,6 +574,25 @@ SEGMENT_FIELDS = MappingProxyType(
         "eos": (BOOL, lambda s: s.eos),
         "finish_reason": (TEXT, lambda s: s.finish_reason),
         "logprob": (NUMBER, lambda s: s.logprob),
+    }
+)
+
+
+def _log_evidence(answers) -> float:
+    if answers.log_evidence is None:
+        raise ValueError("the inner interpreter estimates no evidence (it targets the mode)")
+    return answers.log_evidence
+
+
+# Fields of a nested run's answers (``answers[T]``): name → (type from T, getter).
+ANSWERS_FIELDS = MappingProxyType(
+    {
+        "best": (lambda t: t, lambda a: a.best()),
+        "majority": (lambda t: t, lambda a: a.majority()),
+        "vote": (lambda t: t, lambda a: a.weighted_vote()),
+        "values": (list_of, lambda a: tuple(a.values)),
+        "weights": (lambda t: list_of(NUMBER), lambda a: tuple(a.weights)),
+        "log_evidence": (lambda t: NUMBER, _log_evidence),
     }
 )
 
@@ -361,6 +615,30 @@ DECLARATIONS = MappingProxyType(
             "declaration",
             None,
             "an LM-as-judge reward: the model's odds of answering Yes to the question",
+        ),
+        "verifier": Builtin(
+            "verifier",
+            (Param("name", (TEXT,)),),
+            VERIFIER,
+            "declaration",
+            None,
+            "a checker of tts eval (math, exact, regex, include_words, …) as a batched, memoised reward",
+        ),
+        "python": Builtin(
+            "python",
+            (Param("time_limit", (NUMBER,), 10.0), Param("memory_mb", (NUMBER,), 512)),
+            PYTHON,
+            "declaration",
+            None,
+            "sandboxed Python (no network, time and memory limits) as a tool",
+        ),
+        "retriever": Builtin(
+            "retriever",
+            (Param("path", (TEXT,)),),
+            RETRIEVER,
+            "declaration",
+            None,
+            'BM25 retrieval over a local corpus: a JSONL file of {"text": ...} lines or a folder of .txt files',
         ),
         "prm": Builtin(
             "prm",

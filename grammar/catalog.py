@@ -1,4 +1,5 @@
-"""What a ``.tts`` file may name that the grammar does not define: interpreters, backends, PRM aggregations.
+"""What a ``.tts`` file may name that the grammar does not define: interpreters, backends, PRM
+aggregations, verifiers.
 
 The grammar parses, checks and compiles; it does not know which interpreters or engines
 exist. The caller (the application, ``ppl.app.loading``) builds a ``Catalog`` from the
@@ -29,11 +30,13 @@ class Catalog:
     algorithms: Mapping[str, AlgorithmSpec]
     backends: frozenset[str] = field(default_factory=frozenset)
     prm_aggregations: tuple[str, ...] = ()
+    verifiers: tuple[str, ...] = ()  # the checkers ``use v = verifier("name")`` may name
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "algorithms", MappingProxyType(dict(self.algorithms)))
         object.__setattr__(self, "backends", frozenset(self.backends))
         object.__setattr__(self, "prm_aggregations", tuple(self.prm_aggregations))
+        object.__setattr__(self, "verifiers", tuple(self.verifiers))
 
     def algorithm_names(self) -> str:
         return ", ".join(sorted(self.algorithms))

@@ -18,6 +18,7 @@ from ppl.settings import AlgorithmSpec, Setting
 
 from . import ast
 from .builtins import (
+    ANSWERS_FIELDS,
     DECLARATIONS,
     DISTRIBUTIONS,
     FUNCTIONS,
@@ -25,6 +26,7 @@ from .builtins import (
     MODEL_METHODS,
     REQUIRED,
     SEGMENT_FIELDS,
+    TEXT_LIKE,
     TOKENS_LIKE,
     Builtin,
     Param,
@@ -40,19 +42,31 @@ from .types import (
     MODEL,
     NUMBER,
     PRM,
+    PYTHON,
+    RETRIEVER,
     SIMPLE,
     TEXT,
     TOKENS,
     UNKNOWN,
+    VERIFIER,
     Type,
+    answers_of,
     describe,
     fits,
+    is_answers,
     is_list,
     list_of,
     unify,
 )
 
-USE_TYPES = {"model": MODEL, "judge": JUDGE, "prm": PRM}  # what each kind of `use` declares
+USE_TYPES = {
+    "model": MODEL,
+    "judge": JUDGE,
+    "prm": PRM,
+    "verifier": VERIFIER,
+    "python": PYTHON,
+    "retriever": RETRIEVER,
+}  # what each kind of `use` declares
 MAX_DEPTH = 100  # nesting of expressions and blocks; deeper files are rejected, not crashed on
 
 
@@ -103,6 +117,7 @@ class Checked:
     infer: InferInfo | None
     types: dict[int, Type] = field(repr=False)
     calls: dict[int, tuple[Builtin, dict]] = field(repr=False)
+    nested: dict[int, tuple[AlgorithmSpec, dict]] = field(default_factory=dict, repr=False)
 
 
 def check(module: ast.Module, source: str, filename: str, catalog: Catalog) -> Checked:
@@ -132,6 +147,10 @@ class _Checker:
         self.return_type: Type = ERROR
         self.too_deep = False
         self.binding = "x"  # the name a random choice would be bound to, for messages
+        self.program_types: dict[str, tuple[tuple, Type]] = {}  # signatures, known before bodies
+        self.current = ""  # the program being checked
+        self.edges: dict[str, list[tuple[str, ast.Position]]] = {}  # program → the programs it calls
+        self.nested: dict[int, tuple[AlgorithmSpec, dict]] = {}
 
     def error(self, pos: ast.Position, message: str) -> None:
         self.diagnostics.append(Diagnostic(pos, message))
@@ -168,8 +187,14 @@ class _Checker:
             else:
                 programs[decl.name] = decl
         signatures, returns = {}, {}
+        scopes = {}
         for program in programs.values():
-            signatures[program.name], returns[program.name] = self.check_program(program, programs)
+            scopes[program.name], signature, returned = self.program_signature(program)
+            self.program_types[program.name] = (signature, returned)
+        for program in programs.values():
+            signatures[program.name], returns[program.name] = self.program_types[program.name]
+            self.check_program(program, scopes[program.name])
+        self.check_recursion()
         infer = None
         for i, decl in enumerate(infer_decls):
             if i:
@@ -180,7 +205,17 @@ class _Checker:
             else:
                 infer = self.check_infer(decl, programs)
         return Checked(
-            module, source, self.filename, uses, programs, signatures, returns, infer, self.types, self.calls
+            module,
+            source,
+            self.filename,
+            uses,
+            programs,
+            signatures,
+            returns,
+            infer,
+            self.types,
+            self.calls,
+            self.nested,
         )
 
     def check_use(self, decl: ast.Use, globals_: dict[str, Variable]) -> UseInfo | None:
@@ -215,8 +250,18 @@ class _Checker:
                     )
                     return None
                 settings[param.name] = node.id
-            elif isinstance(arg.value, ast.String):
+            elif isinstance(arg.value, ast.String) and TEXT in param.types:
                 settings[param.name] = arg.value.value
+            elif isinstance(arg.value, ast.Number) and NUMBER in param.types:
+                if arg.value.value <= 0:
+                    self.error(
+                        arg.value.pos, f"the argument '{param.name}' of {value.function} must be positive"
+                    )
+                    return None
+                settings[param.name] = arg.value.value
+            elif NUMBER in param.types:
+                self.error(arg.value.pos, f"the argument '{param.name}' of {value.function} must be a number")
+                return None
             else:
                 self.error(arg.value.pos, f"the argument '{param.name}' of {value.function} must be a string")
                 return None
@@ -228,6 +273,13 @@ class _Checker:
             )
             return None
         if value.function == "prm" and not self.check_prm(settings, positions, value.pos):
+            return None
+        verifiers = self.catalog.verifiers
+        if value.function == "verifier" and verifiers and settings["name"] not in verifiers:
+            self.error(
+                positions["name"],
+                f"unknown verifier '{settings['name']}'; the verifiers are {', '.join(sorted(verifiers))}",
+            )
             return None
         return UseInfo(decl.name, value.function, settings, decl.pos, positions)
 
@@ -265,18 +317,26 @@ class _Checker:
         if decl.program not in programs:
             self.error(decl.program_pos, f"unknown program '{decl.program}'" + _choices(programs))
             ok = False
-        spec = self.catalog.algorithms.get(decl.algorithm)
+        checked = self.algorithm(decl.algorithm, decl.algorithm_pos, decl.settings)
+        if checked is None or not ok:
+            return None
+        spec, settings = checked
+        return InferInfo(decl.program, decl.algorithm, settings, decl.pos, spec)
+
+    def algorithm(self, name: str, pos: ast.Position, given: tuple) -> tuple[AlgorithmSpec, dict] | None:
+        """An interpreter and its settings, written out (an ``infer`` clause or expression)."""
+        spec = self.catalog.algorithms.get(name)
         if spec is None:
             self.error(
-                decl.algorithm_pos,
-                f"unknown algorithm '{decl.algorithm}'; the algorithms are {self.catalog.algorithm_names()}",
+                pos, f"unknown algorithm '{name}'; the algorithms are {self.catalog.algorithm_names()}"
             )
             return None
         params = tuple(_param(setting) for setting in spec.settings)
-        signature = Builtin(decl.algorithm, params, ERROR, "algorithm", None)
-        bound = self.bind(signature, decl.settings, decl.algorithm, decl.algorithm_pos)
+        signature = Builtin(name, params, ERROR, "algorithm", None)
+        bound = self.bind(signature, given, name, pos)
         if bound is None:
             return None
+        ok = True
         settings = {}
         for setting, param in zip(spec.settings, params):
             arg = bound[param.name]
@@ -304,9 +364,9 @@ class _Checker:
         try:  # the interpreter validates its settings together (e.g. burn < steps)
             spec.build(settings)
         except ValueError as error:
-            self.error(decl.algorithm_pos, f"{decl.algorithm}(): {error}")
+            self.error(pos, f"{name}(): {error}")
             return None
-        return InferInfo(decl.program, decl.algorithm, settings, decl.pos, spec)
+        return spec, settings
 
     # ---- programs -------------------------------------------------------------------------------
 
@@ -334,7 +394,9 @@ class _Checker:
             return ERROR
         return SIMPLE[texpr.name]
 
-    def check_program(self, program: ast.ProgramDecl, programs: dict):
+    def program_signature(self, program: ast.ProgramDecl):
+        """A program's inputs and result type, known before any body is checked (programs call
+        each other in any order)."""
         scope: dict[str, Variable] = {}
         signature = []
         for param in program.params:
@@ -348,8 +410,13 @@ class _Checker:
                 )
             scope[param.name] = Variable(t, param.pos, "parameter")
             signature.append((param.name, t))
-        self.return_type = self.resolve_type(program.returns)
-        self.scopes.append(scope)
+        return scope, tuple(signature), self.resolve_type(program.returns)
+
+    def check_program(self, program: ast.ProgramDecl, scope: dict[str, Variable]) -> None:
+        self.return_type = self.program_types[program.name][1]
+        self.current = program.name
+        self.edges.setdefault(program.name, [])
+        self.scopes.append({k: Variable(v.type, v.pos, v.kind) for k, v in scope.items()})
         self.step_depth = 0
         self.check_block(program.body, depth=1, new_scope=False)
         self.scopes.pop()
@@ -359,7 +426,31 @@ class _Checker:
                 f"program '{program.name}' can end without returning {_a(self.return_type)}: "
                 "end it with `return ...`",
             )
-        return tuple(signature), self.return_type
+
+    def check_recursion(self) -> None:
+        """A program may call others, never itself (directly or through others): a call tree is
+        finite, so every trace is."""
+        reported: set[str] = set()
+        for start in self.edges:
+            stack = [(start, [start])]
+            seen = set()
+            while stack:
+                name, path = stack.pop()
+                for callee, pos in self.edges.get(name, ()):
+                    if callee == start and start not in reported:
+                        cycle = " → ".join([*path, start])
+                        self.error(
+                            pos, f"program '{start}' calls itself ({cycle}): programs cannot be recursive"
+                        )
+                        reported.update(path)
+                    elif callee not in seen:
+                        seen.add(callee)
+                        stack.append((callee, [*path, callee]))
+
+    def program_builtin(self, name: str) -> Builtin:
+        """A program as the checker binds calls to it: its inputs are the parameters."""
+        signature, returns = self.program_types[name]
+        return Builtin(name, tuple(Param(p, (t,)) for p, t in signature), returns, "program", None)
 
     def lookup(self, name: str) -> Variable | None:
         for scope in reversed(self.scopes):
@@ -444,6 +535,19 @@ class _Checker:
             self.step_depth += 1
             self.check_block(s.body, depth + 1)
             self.step_depth -= 1
+        elif isinstance(s, ast.For):
+            t = self.expr(s.iterable, depth)
+            element = ERROR
+            if is_list(t):
+                element = t.element if t.element != UNKNOWN else ERROR
+            elif t != ERROR:
+                self.error(s.iterable.pos, f"for needs a list to go through, got {_a(t)}")
+            existing = self.lookup(s.name)
+            if existing is not None:
+                self.error(s.pos, f"'{s.name}' is already defined at line {existing.pos.line}")
+            self.scopes.append({s.name: Variable(element, s.pos)})
+            self.check_block(s.body, depth + 1)
+            self.scopes.pop()
         elif isinstance(s, ast.If):
             self.expect(s.condition, BOOL, depth, "if needs a bool")
             self.check_block(s.then, depth + 1)
@@ -528,6 +632,14 @@ class _Checker:
             return NUMBER
         if isinstance(node, ast.String):
             return TEXT
+        if isinstance(node, ast.Interpolation):
+            for part in node.parts:
+                if isinstance(part, str):
+                    continue
+                t = self.expr(part, depth)
+                if not any(fits(t, wanted) for wanted in (*TEXT_LIKE, NUMBER, BOOL)):
+                    self.error(part.pos, f"cannot put {_a(t)} into a string")
+            return TEXT
         if isinstance(node, ast.Bool):
             return BOOL
         if isinstance(node, ast.Name):
@@ -575,7 +687,25 @@ class _Checker:
             return self.method_call(node, depth, allow)
         if isinstance(node, ast.Call):
             return self.call(node, depth, allow)
+        if isinstance(node, ast.InferExpr):
+            return self.infer_expr(node, depth)
         raise AssertionError(f"unknown expression {node!r}")  # pragma: no cover
+
+    def infer_expr(self, node: ast.InferExpr, depth: int) -> Type:
+        """``infer p(args) with algorithm(settings)``: the program's weighted answers."""
+        if node.program not in self.program_types:
+            self.arguments(node.args, depth)
+            self.error(node.program_pos, f"unknown program '{node.program}'" + _choices(self.program_types))
+            result = ERROR
+        else:
+            self.edges.setdefault(self.current, []).append((node.program, node.program_pos))
+            returns = self.apply(node, self.program_builtin(node.program), node.program, depth, None)
+            result = answers_of(returns) if returns != ERROR else ERROR
+        checked = self.algorithm(node.algorithm, node.algorithm_pos, node.settings)
+        if checked is None:
+            return ERROR
+        self.nested[id(node)] = checked
+        return result
 
     def binary(self, node: ast.Binary, depth: int) -> Type:
         left = self.expr(node.left, depth)
@@ -608,6 +738,14 @@ class _Checker:
             return ERROR
         if receiver.name == "segment" and node.name in SEGMENT_FIELDS:
             return SEGMENT_FIELDS[node.name][0]
+        if is_answers(receiver):
+            if node.name in ANSWERS_FIELDS:
+                return ANSWERS_FIELDS[node.name][0](receiver.element)
+            self.error(
+                node.name_pos,
+                f"{_a(receiver)} has no field '{node.name}'; its fields are {', '.join(ANSWERS_FIELDS)}",
+            )
+            return ERROR
         if receiver.name == "segment":
             self.error(
                 node.name_pos,
@@ -650,6 +788,9 @@ class _Checker:
     def call(self, node: ast.Call, depth: int, allow: str | None) -> Type:
         name = node.function
         builtin = FUNCTIONS.get(name) or DISTRIBUTIONS.get(name)
+        if builtin is None and name in self.program_types:
+            self.edges.setdefault(self.current, []).append((name, node.pos))
+            builtin = self.program_builtin(name)
         if builtin is None:
             self.arguments(node.args, depth)
             if name in DECLARATIONS:
@@ -696,7 +837,14 @@ class _Checker:
                     f"the argument '{param.name}' of {shown} must be {describe(param.types)}, not {_a(t)}",
                 )
         self.calls[id(node)] = (builtin, bound)
-        return builtin.returns
+        count = bound.get("n") if builtin.kind == "choice" else None
+        if isinstance(count, ast.Argument) and isinstance(count.value, ast.Number):
+            value = count.value.value
+            if not float(value).is_integer() or value < 1:
+                self.error(
+                    count.value.pos, f"n (samples from one request) needs a whole number >= 1, got {value}"
+                )
+        return builtin.result(bound) if builtin.result is not None else builtin.returns
 
     def arguments(self, args, depth: int) -> None:
         """Check the arguments of a call that could not be bound, for their own errors."""

@@ -22,10 +22,10 @@ import ppl
 from ppl.program import Program
 
 from . import ast
-from .builtins import SEGMENT_FIELDS, as_count, as_tokens, observed_value
+from .builtins import ANSWERS_FIELDS, SEGMENT_FIELDS, as_count, as_display, as_tokens, observed_value
 from .checker import Checked
 from .errors import TtsRuntimeError
-from .types import BOOL, NUMBER, TEXT, TOKENS, Type, is_list
+from .types import BOOL, NUMBER, TEXT, TOKENS, Type, is_answers, is_list
 
 _FAILURES = (ArithmeticError, LookupError, ValueError, TypeError)
 
@@ -41,11 +41,17 @@ class _Return(Exception):
         self.value = value
 
 
-def compile_program(checked: Checked, name: str, models: dict) -> Program:
-    """The ``ppl.Program`` for program ``name`` of a checked file, using ``models`` for ``use`` names."""
+def compile_program(checked: Checked, name: str, models: dict, programs: dict | None = None) -> Program:
+    """The ``ppl.Program`` for program ``name`` of a checked file, using ``models`` for ``use`` names.
+
+    ``programs`` holds the file's programs compiled so far (name → Program), shared by all of
+    them: a call to another program runs that program's function in place, so its sites are
+    part of the caller's trace; one missing is compiled on first use.
+    """
+    programs = {} if programs is None else programs
     decl = checked.programs[name]
     signature = checked.signatures[name]
-    body = _Compiler(checked, models).block(decl.body)
+    body = _Compiler(checked, models, programs).block(decl.body)
     python_signature = inspect.Signature(
         [inspect.Parameter(param, inspect.Parameter.POSITIONAL_OR_KEYWORD) for param, _ in signature]
     )
@@ -62,7 +68,8 @@ def compile_program(checked: Checked, name: str, models: dict) -> Program:
     run.__signature__ = python_signature
     run.__name__ = run.__qualname__ = name
     run.__doc__ = f"The .tts program '{name}' from {checked.filename}."
-    return Program(run, name=name)
+    programs[name] = Program(run, name=name)
+    return programs[name]
 
 
 def _input(decl: ast.ProgramDecl, param: str, t: Type, value):
@@ -109,10 +116,18 @@ def _runtime_message(error: Exception) -> str:
 
 
 class _Compiler:
-    def __init__(self, checked: Checked, models: dict):
+    def __init__(self, checked: Checked, models: dict, programs: dict):
+        self.checked = checked
         self.types = checked.types
         self.calls = checked.calls
         self.models = models
+        self.programs = programs
+
+    def program(self, name: str) -> Program:
+        """The compiled program ``name``, compiled now if it is not yet."""
+        if name not in self.programs:
+            compile_program(self.checked, name, self.models, self.programs)
+        return self.programs[name]
 
     # ---- statements -------------------------------------------------------------------------------
 
@@ -162,6 +177,15 @@ class _Compiler:
             return self.observe(s)
         if isinstance(s, ast.Step):
             return self.step(s)
+        if isinstance(s, ast.For):
+            name, iterable, body = s.name, self.expr(s.iterable), self.block(s.body)
+
+            def loop(env):
+                for item in iterable(env):
+                    env[name] = item
+                    body(env)
+
+            return loop
         if isinstance(s, ast.If):
             condition, then = self.expr(s.condition), self.block(s.then)
             otherwise = self.block(s.otherwise) if s.otherwise is not None else None
@@ -234,6 +258,9 @@ class _Compiler:
         if isinstance(node, (ast.Number, ast.String, ast.Bool)):
             constant = node.value
             return lambda env: constant
+        if isinstance(node, ast.Interpolation):
+            parts = [(lambda env, text=p: text) if isinstance(p, str) else self.expr(p) for p in node.parts]
+            return lambda env: "".join(as_display(part(env)) for part in parts)
         if isinstance(node, ast.Name):
             name = node.id
             if name in self.models:
@@ -260,8 +287,14 @@ class _Compiler:
             target, index = self.expr(node.target), self.expr(node.index)
             return _guard(lambda env: target(env)[as_count(index(env), "an index")], node.pos)
         if isinstance(node, ast.Field):
-            receiver, getter = self.expr(node.receiver), SEGMENT_FIELDS[node.name][1]
+            receiver = self.expr(node.receiver)
+            if is_answers(self.types[id(node.receiver)]):
+                getter = ANSWERS_FIELDS[node.name][1]
+                return _guard(lambda env: getter(receiver(env)), node.pos)
+            getter = SEGMENT_FIELDS[node.name][1]
             return lambda env: getter(receiver(env))
+        if isinstance(node, ast.InferExpr):
+            return self.nested(node)
         if isinstance(node, (ast.Call, ast.MethodCall)):
             return self.call(node)
         raise AssertionError(f"unknown expression {node!r}")  # pragma: no cover
@@ -295,9 +328,28 @@ class _Compiler:
                 out[name] = lambda env, constant=arg: constant
         return out
 
+    def nested(self, node: ast.InferExpr) -> Callable:
+        """Nested inference: the inner program's weighted answers under its own interpreter."""
+        _, bound = self.calls[id(node)]
+        arguments = self.arguments(bound)
+        spec, settings = self.checked.nested[id(node)]
+        algorithm = spec.build(settings)
+        name = node.program
+
+        def run(env):
+            problem = {k: a(env) for k, a in arguments.items()}
+            return ppl.nested(self.program(name), problem, algorithm)
+
+        return _guard(run, node.pos)
+
     def call(self, node) -> Callable:
         builtin, bound = self.calls[id(node)]
         arguments = self.arguments(bound)
+        if builtin.kind == "program":
+            name = builtin.name
+            return _guard(
+                lambda env: self.program(name).fn(**{k: a(env) for k, a in arguments.items()}), node.pos
+            )
         run = builtin.run
         if isinstance(node, ast.MethodCall):
             receiver = self.expr(node.receiver)

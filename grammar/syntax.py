@@ -8,6 +8,7 @@ Lark's terminal names translated into what a reader of the language sees.
 from __future__ import annotations
 
 import functools
+import re
 from importlib import resources
 
 from lark import Lark, Token, Transformer_NonRecursive, v_args
@@ -29,9 +30,12 @@ _TERMINAL_WORDS = {
 }
 _EXPRESSION_START = {"NAME", "NUMBER", "STRING", "LPAR", "LSQB", "MINUS", "NOT", "TRUE", "FALSE"}
 _OPERAND_START = _EXPRESSION_START - {"NOT"}
-_STATEMENT_START = {"LET", "NAME", "SCORE", "TWIST", "CONDITION", "OBSERVE", "STEP", "IF", "FINISH", "RETURN"}
+_STATEMENT_START = {
+    *("LET", "NAME", "SCORE", "TWIST", "CONDITION", "OBSERVE", "STEP", "FOR", "IF", "FINISH", "RETURN")
+}
 _OPERATORS = {"DOT", "LSQB", "LPAR", "PLUS", "MINUS", "MUL_OP", "COMPARE", "AND", "OR"}
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "0": "\0"}
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "0": "\0", "$": "$"}
+_INTERPOLATED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _MAX_NUMBER_LENGTH = 400
 
 
@@ -235,6 +239,25 @@ class _Builder(Transformer_NonRecursive):
     def step_stmt(self, meta, children):
         return ast.Step(self._pos(meta), children[0], children[1])
 
+    def for_stmt(self, meta, children):
+        name, iterable, body = children
+        return ast.For(self._pos(meta), str(name), iterable, body)
+
+    def infer_expr(self, meta, children):
+        program, *rest = children
+        split = next(i for i, c in enumerate(rest) if isinstance(c, Token) and c.type == "NAME")
+        args = tuple(a for a in rest[:split] if a is not None)
+        algorithm, settings = rest[split], tuple(a for a in rest[split + 1 :] if a is not None)
+        return ast.InferExpr(
+            self._pos(meta),
+            str(program),
+            self._tok(program),
+            args,
+            str(algorithm),
+            self._tok(algorithm),
+            settings,
+        )
+
     def if_stmt(self, meta, children):
         condition, then, otherwise = children
         if isinstance(otherwise, ast.If):
@@ -297,7 +320,10 @@ class _Builder(Transformer_NonRecursive):
 
     def string(self, meta, children):
         token = children[0]
-        return ast.String(self._tok(token), self._unescape(token))
+        parts = self._unescape(token)
+        if all(isinstance(p, str) for p in parts):
+            return ast.String(self._tok(token), "".join(parts))
+        return ast.Interpolation(self._tok(token), tuple(parts))
 
     def true(self, meta, children):
         return ast.Bool(self._pos(meta), True)
@@ -316,11 +342,38 @@ class _Builder(Transformer_NonRecursive):
         name, value = children
         return ast.Argument(self._tok(name), str(name), value)
 
-    def _unescape(self, token: Token) -> str:
-        """The string's value: the text between the quotes, with \\n \\t \\r \\\\ \\" \\0 decoded."""
+    def _unescape(self, token: Token) -> list:
+        """The string's parts: texts between the quotes, with \\n \\t \\r \\\\ \\" \\0 \\$ decoded, and
+        the expression of each ``${name}`` or ``${name.field}`` (string interpolation)."""
         body, out, i = str(token)[1:-1], [], 0
         while i < len(body):
             char = body[i]
+            if char == "$" and body.startswith("${", i):
+                end = body.find("}", i)
+                column = token.column + 1 + i
+                inner = body[i + 2 : end] if end >= 0 else body[i + 2 :]
+                if end < 0 or not _INTERPOLATED.fullmatch(inner.strip()):
+                    problem = "an unclosed ${" if end < 0 else f"${{{inner}}}"
+                    self.diagnostics.append(
+                        Diagnostic(
+                            ast.Position(self.filename, token.line, column),
+                            f"{problem} in a string: inside ${{...}} write a name or a field "
+                            "(${answer}, ${s.text}); write \\$ for a literal $",
+                        )
+                    )
+                    i = len(body) if end < 0 else end + 1
+                    continue
+                start = column + 2 + (len(inner) - len(inner.lstrip()))
+                names = inner.strip().split(".")
+                node = ast.Name(ast.Position(self.filename, token.line, start), names[0])
+                offset = start + len(names[0]) + 1
+                for name in names[1:]:
+                    name_pos = ast.Position(self.filename, token.line, offset)
+                    node = ast.Field(node.pos, node, name, name_pos)
+                    offset += len(name) + 1
+                out.append(node)
+                i = end + 1
+                continue
             if char != "\\":
                 out.append(char)
                 i += 1
@@ -337,4 +390,10 @@ class _Builder(Transformer_NonRecursive):
                 )
             out.append(_ESCAPES.get(escaped, escaped))
             i += 2
-        return "".join(out)
+        parts: list = []  # runs of characters joined into texts, expressions as they are
+        for part in out:
+            if isinstance(part, str) and parts and isinstance(parts[-1], str):
+                parts[-1] += part
+            else:
+                parts.append(part)
+        return parts or [""]

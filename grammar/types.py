@@ -1,8 +1,9 @@
 """The types of the .tts language.
 
 ``text`` (a string), ``tokens`` (token ids), ``segment`` (one LM segment: its text, tokens
-and finish reason), ``number``, ``bool`` and ``list[T]``; ``model``, ``judge`` and ``prm`` are
-the types of ``use`` declarations. An empty list literal has type ``list[?]``, which fits any
+and finish reason), ``number``, ``bool`` and ``list[T]``; ``answers[T]`` is the value of a
+nested ``infer`` (the inner run's weighted answers of type T); ``model``, ``judge`` and
+``prm`` are the types of ``use`` declarations. An empty list literal has type ``list[?]``, which fits any
 list; a variable declared with it takes the element type of the first list assigned to it.
 """
 
@@ -17,7 +18,7 @@ class Type:
     element: Type | None = None
 
     def __str__(self) -> str:
-        return f"list[{self.element}]" if self.name == "list" else self.name
+        return f"{self.name}[{self.element}]" if self.element is not None else self.name
 
 
 TEXT = Type("text")
@@ -28,12 +29,25 @@ BOOL = Type("bool")
 MODEL = Type("model")
 JUDGE = Type("judge")
 PRM = Type("prm")
+VERIFIER = Type("verifier")
+PYTHON = Type("python")  # the sandboxed Python tool
+RETRIEVER = Type("retriever")  # retrieval from a local corpus
+TURN = Type("turn")  # one turn of a chat: a role (system, user, assistant) and its text
 UNKNOWN = Type("?")  # the element of an empty list literal
 ANYTHING = Type("anything")  # in built-in signatures only: any type
 ERROR = Type("<error>")  # the type of an expression that already has an error (no cascade)
 
 SIMPLE = {t.name: t for t in (TEXT, TOKENS, SEGMENT, NUMBER, BOOL)}
 INPUT_TYPES = ("text", "tokens", "number", "bool")  # what a program's parameters may be
+
+
+def answers_of(element: Type) -> Type:
+    """The weighted answers of a nested run of a program returning ``element``."""
+    return Type("answers", element)
+
+
+def is_answers(t: Type) -> bool:
+    return t.name == "answers"
 
 
 def list_of(element: Type) -> Type:

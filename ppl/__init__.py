@@ -14,9 +14,10 @@ from .errors import (
 )
 from .handlers import Messenger, seed, trace
 from .inference import Algorithm, Results, infer
-from .interfaces import GenRequest, NextTokenRequest, RewardRequest, ScoreRequest, Segment, Usage
+from .interfaces import GenRequest, NextTokenRequest, RewardRequest, ScoreRequest, Segment, ToolRequest, Usage
+from .nested import Answers, nested
 from .posterior import Diagnostics, Posterior, WeightedParticle
-from .primitives import condition, gen, observe, reward, sample, score, select, steps, twist
+from .primitives import condition, gen, observe, reward, sample, score, select, steps, tool, twist
 from .program import Program, program
 
 __version__ = "0.1.0"
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Algorithm",
     "AllParticlesDeadError",
+    "Answers",
     "Diagnostics",
     "EngineError",
     "GenRequest",
@@ -38,11 +40,13 @@ __all__ = [
     "RewardRequest",
     "ScoreRequest",
     "Segment",
+    "ToolRequest",
     "Usage",
     "WeightedParticle",
     "condition",
     "gen",
     "infer",
+    "nested",
     "observe",
     "program",
     "reward",
@@ -51,6 +55,7 @@ __all__ = [
     "seed",
     "select",
     "steps",
+    "tool",
     "trace",
     "twist",
 ]

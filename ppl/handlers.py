@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import MissingRandomnessError
-from .interfaces import GenRequest, engine_method
+from .interfaces import engine_method
 from .randomness import Randomness, SeededRandomness, Stream, categorical
 
 _STACK: ContextVar[tuple[Messenger, ...]] = ContextVar("ppl_handler_stack", default=())
@@ -173,7 +173,7 @@ def answer_directly(step: Need | Draw, rng: Randomness | None) -> Any:
     if isinstance(step, Draw):
         return draw(step, rng)
     request = step.request
-    if isinstance(request, GenRequest) and request.seed is None:
+    if getattr(request, "seed", 0) is None:  # a generation or a nested run gets its own seed
         request = replace(request, seed=int(rng.uniform() * 2**31))
     return request.take(list(getattr(step.model, engine_method(request))(list(request.parts()))))
 

@@ -72,6 +72,9 @@ class Algorithm:
 
     name = "algorithm"
     particles: int = 1
+    # True for an interpreter that computes its answer exactly, with no randomness and not on
+    # the scheduler (enumeration): nested inside a program, it runs as a sub-run.
+    exact: bool = False
 
     def start(self, run: ProblemRun, source: Source) -> None:
         run.particles = [

@@ -2,7 +2,8 @@
 
 Everything an interpreter asks of the outside world is one of these requests — generate a
 segment, score an existing continuation, read the next token's log-probabilities at a
-few tokens (``NextTokenRequest``, what a judge asks), or evaluate a reward — or a declared
+few tokens (``NextTokenRequest``, what a judge asks), evaluate a reward, or call a tool
+(``ToolRequest``) — or a declared
 batch of them (``ScoreBatch``), and every backend answers lists of them at once. Each request type
 names the engine method that answers it (``method``), splits into the parts that method
 takes (``parts``), and turns the method's answers for those parts into the site's answer
@@ -67,9 +68,10 @@ class GenRequest:
     def parts(self) -> tuple[GenRequest, ...]:
         return (self,)
 
-    def take(self, answers: list) -> Segment:
-        """The site's answer: the first segment generated for this request."""
-        return answers[0][0]
+    def take(self, answers: list) -> Segment | tuple[Segment, ...]:
+        """The site's answer: the segment generated for this request, or the tuple of its
+        ``n`` segments when ``n > 1`` (one request, one prompt pass, ``n`` samples)."""
+        return answers[0][0] if self.n == 1 else tuple(answers[0])
 
     def grouped(self, group: int) -> GenRequest:
         return replace(self, group=group)
@@ -230,13 +232,36 @@ class Batch:
         return Batch(self.method, tuple(r.grouped(group) for r in self.requests))
 
 
+@dataclass(frozen=True)
+class ToolRequest:
+    """Arguments of one tool call (sandboxed code, a retrieval); hashable so tools can memoise.
+
+    A tool answers with any value (text, a tuple of texts …), through its ``call`` method."""
+
+    args: tuple
+
+    method: ClassVar[str] = "call"
+
+    def parts(self) -> tuple[ToolRequest, ...]:
+        return (self,)
+
+    def take(self, answers: list) -> Any:
+        return answers[0]
+
+    def grouped(self, group: int) -> ToolRequest:
+        return self  # a tool call is memoised by its arguments alone
+
+    def tokens(self, answer) -> tuple[int, int]:
+        return 0, 0
+
+
 def engine_method(request) -> str:
     """The name of the engine method that answers ``request``; ``TypeError`` for an unknown type."""
     method = getattr(request, "method", None)
     if not isinstance(method, str) or not hasattr(request, "parts") or not hasattr(request, "take"):
         raise TypeError(
             f"{type(request).__name__} is not a request an engine answers: a site may ask for a "
-            "GenRequest, ScoreRequest, ScoreBatch, NextTokenRequest or RewardRequest"
+            "GenRequest, ScoreRequest, ScoreBatch, NextTokenRequest, RewardRequest or ToolRequest"
         )
     return method
 
@@ -285,6 +310,12 @@ class LanguageModel(Protocol):
         """One batched call: the log-probability of each continuation."""
         ...
 
+    # Optional, too: a multi-turn chat prompt (the .tts ``lm.chat_turns([...])``):
+    #
+    #   def chat_turns(self, turns: Sequence[tuple[str, str]]) -> tuple[int, ...]:
+    #       """Token ids of the chat template over (role, text) turns — "system", "user",
+    #       "assistant" — ready for the assistant's next reply."""
+    #
     # Optional — not part of the protocol's check, so a backend without it still is a
     # LanguageModel; callers test ``has_next_token_logprobs(lm)`` and fall back to
     # ``logprob`` (``ppl.backends.judge.Judge`` does):
@@ -308,6 +339,19 @@ class RewardModel(Protocol):
     usage: Usage
 
     def reward(self, requests: Sequence[RewardRequest]) -> list[float]: ...
+
+
+@runtime_checkable
+class Tool(Protocol):
+    """A tool a program calls (``ppl.tool``): sandboxed code, retrieval. Batched and memoised
+    like a reward model; it never raises for one request — what went wrong is in that
+    request's answer — and may offer ``check(args) -> str | None``, run in the particle, to
+    refuse arguments it cannot take (that particle dies with the reason, the run goes on)."""
+
+    name: str
+    usage: Usage
+
+    def call(self, requests: Sequence[ToolRequest]) -> list: ...
 
 
 @runtime_checkable

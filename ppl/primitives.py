@@ -1,7 +1,7 @@
 """The primitives a program is written with (docs/design.md, "Semantics").
 
 Each primitive builds a ``Message`` and sends it through the handler stack. Choice sites
-(``gen``, ``select``, ``sample``, ``reward``) carry a *resolver*: a pure function from the
+(``gen``, ``select``, ``sample``, ``reward``, ``tool``; ``ppl.nested`` in ``nested.py``) carry a *resolver*: a pure function from the
 answers received so far to what the site still needs (an engine request or a local draw)
 or to its value and log importance weight. Because resolvers are pure, any interpreter can
 replay, suspend, batch or enumerate a site without knowing what kind of site it is.
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .handlers import Done, Draw, Message, Need, apply_stack
-from .interfaces import GenRequest, RewardRequest, ScoreBatch, ScoreRequest, Segment
+from .interfaces import GenRequest, RewardRequest, ScoreBatch, ScoreRequest, Segment, ToolRequest
 
 DEFAULT_MAX_TOKENS = 256
 
@@ -73,37 +73,56 @@ def gen(
     max_tokens: int = DEFAULT_MAX_TOKENS,
     temperature: float = 1.0,
     proposal=None,
-) -> Segment:
+    n: int | None = None,
+) -> Segment | tuple[Segment, ...]:
     """Generate one LM segment after ``context`` (token ids): a random choice.
 
     Its distribution — and so its factor in the target — is ``lm`` at this temperature,
     stopping at end-of-sequence, at a stop string, or at ``max_tokens`` ("what you write
     is the model"). With ``proposal`` (another LM), the segment is drawn from the proposal
     and weighted by p_lm / p_proposal, which needs one scoring call to ``lm``.
+
+    With ``n`` (a whole number ≥ 1) the site is ``n`` independent segments from one engine
+    request (``GenRequest.n``: vLLM's ``SamplingParams(n=...)``), returned as a tuple; its
+    factor in the target is the product of the segments' probabilities, and with a proposal
+    its weight is the product of their ratios (one scoring call for all of them).
     """
     stop = (stop,) if isinstance(stop, str) else tuple(stop)
+    many = n is not None
     request = GenRequest(
         prompt=_token_ids(context, "gen"),
         max_tokens=_count(max_tokens),
         stop=stop,
         temperature=temperature,
+        n=_count(n) if many else 1,
     )
 
     def resolve(results):
         if not results:
             return Need(proposal if proposal is not None else lm, request)
-        segment = results[0]
+        segments = results[0] if request.n > 1 else (results[0],)
+        value = segments if many else segments[0]
         if proposal is None:
-            return Done(segment, 0.0)
+            return Done(value, 0.0)
         if len(results) == 1:
-            return Need(
-                lm,
-                ScoreRequest(request.prompt, segment.token_ids, segment.eos, request.temperature),
+            scores = tuple(
+                ScoreRequest(request.prompt, s.token_ids, s.eos, request.temperature) for s in segments
             )
-        return Done(segment, results[1] - segment.logprob)
+            return Need(lm, ScoreBatch(scores) if many else scores[0])
+        targets = results[1] if many else (results[1],)
+        return Done(value, segments_log_weight(targets, segments))
 
     args = {"lm": lm, "request": request, "proposal": proposal}
     return apply_stack(Message("gen", args, resolve))
+
+
+def segments_log_weight(targets: Sequence[float], segments: Sequence[Segment]) -> float:
+    """The importance weight of segments drawn from a proposal: Σ_i log p(s_i) − log q(s_i).
+
+    An ``n``-site's segments are independent given the context, so its factor is the product
+    over all of them — weighing only one of them would be a different (wrong) target.
+    """
+    return float(sum(targets) - sum(s.logprob for s in segments))
 
 
 def select(lm, context: Sequence[int], options: Sequence[str]) -> str:
@@ -186,6 +205,28 @@ def reward(model, *args) -> float:
         return Done(float(results[0]), 0.0)
 
     return apply_stack(Message("reward", {"model": model, "args": args}, resolve))
+
+
+def tool(model, *args) -> Any:
+    """Call a tool (sandboxed Python, retrieval …): batched and memoised like a reward, and
+    counted in the run's statistics. Its answer is a value, not a weight.
+
+    Arguments the tool refuses (its optional ``check``) raise here, so only this particle
+    dies, with the tool's reason; a tool never fails the whole run for one call.
+    """
+    args = tuple(args)
+    check = getattr(model, "check", None)
+    problem = check(args) if check is not None else None
+    if problem:
+        raise ValueError(problem)
+    request = ToolRequest(args)
+
+    def resolve(results):
+        if not results:
+            return Need(model, request)
+        return Done(results[0], 0.0)
+
+    return apply_stack(Message("tool", {"model": model, "args": args}, resolve))
 
 
 def barrier() -> None:

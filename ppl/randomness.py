@@ -48,6 +48,9 @@ class Stream(enum.IntEnum):
     GIBBS_REJUVENATION = 9  # rejuvenation moves: (problem, sweep, move, what)
     BEAM = 10  # beam search / DVTS children: (problem, generation, subtree, index)
     SEED_HANDLER = 11  # ``ppl.seed`` direct execution: (rng_seed, site count); no Source involved
+    NESTED = (
+        12  # a nested run's keys: (0, outer particle key, site position, the inner key without its problem)
+    )
 
 
 def key(stream: Stream, *parts: int) -> tuple[int, ...]:

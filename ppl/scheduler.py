@@ -51,6 +51,7 @@ import greenlet
 from .errors import EngineError
 from .handlers import Draw, Message, Messenger, Need, Site, Weigher, draw, only, resolve_site
 from .interfaces import Delegating, GenRequest, Streaming, engine_method
+from .nested import Answers, ChildSource, InferRequest
 from .program import Program
 from .randomness import Randomness, Source
 
@@ -276,6 +277,8 @@ class ProblemRun:
     barrier_wait: float = 0.0  # seconds particles spent at barriers waiting for the others
     first_at_barrier: float | None = None
     state: Any = None  # the interpreter's own bookkeeping for this problem (a dataclass of its own)
+    parent: Particle | None = None  # a nested run: the outer particle waiting for its answers
+    group: int | None = None  # the prefix-affinity group of its requests (a nested run: its root's)
 
     def settled(self) -> bool:
         return all(p.status in (AT_BARRIER, FINISHED, DEAD) for p in self.particles)
@@ -371,6 +374,7 @@ class Scheduler:
         self._pending: set[int] = set()  # ids submitted and not yet delivered
         self._cancels: dict[int, str] = {}  # id → reason, applied at the start of the next round
         self._closing: str | None = None  # "drain" or "cancel": serve() ends
+        self._nested = 0  # nested runs started so far: their ids are -1, -2, …
 
     # --- problems in and out -------------------------------------------------------------
 
@@ -571,13 +575,53 @@ class Scheduler:
             elif run.algorithm.restart(run, run.source):
                 still_active.append(run)
             else:
-                self.completed[run.index] = run.algorithm.finish(run)
+                posterior = run.algorithm.finish(run)
                 del self._runs[run.index]
-                with self._lock:
-                    self._pending.discard(run.index)
-                finished.append(run)
+                if run.parent is not None:
+                    self._nested_done(run, posterior)
+                else:
+                    self.completed[run.index] = posterior
+                    with self._lock:
+                        self._pending.discard(run.index)
+                    finished.append(run)
         self.active = still_active
         return finished
+
+    # --- nested inference ---------------------------------------------------------------------
+
+    def _start_nested(self, run: ProblemRun, particle: Particle) -> None:
+        """Start the nested run an outer particle asked for (``ppl.nested``) as a child problem of
+        this scheduler: its particles join the same rounds and engine calls as everyone's. It
+        is admitted at once (its parent holds a place already), keyed by the outer site."""
+        request: InferRequest = particle.need.request
+        particle.need = None
+        # the outer particle's key (without a nested run's scheduler id) and the site's position
+        own = particle.key if run.parent is None else (particle.key[0], *particle.key[2:])
+        site = (*own, len(particle.records), len(particle.records[-1]))
+        source = ChildSource(run.source, site)
+        program = request.program
+        args, kwargs = program.bind(request.problem)
+        if getattr(request.algorithm, "exact", False):
+            # an exact interpreter does not run on the scheduler (enumeration): a sub-run
+            stream = request.algorithm.stream(program, [(0, request.problem)], randomness=source)
+            particle.answer, particle.status = Answers.of(next(iter(stream))[1]), RUNNING
+            return
+        self._nested += 1
+        child = ProblemRun(-self._nested, args, kwargs, program, request.algorithm, source)
+        child.parent = particle
+        child.group = run.group if run.group is not None else run.index
+        child.algorithm.start(child, source)
+        self.active.append(child)
+        self._runs[child.index] = child
+
+    def _nested_done(self, child: ProblemRun, posterior) -> None:
+        """A nested run finished: its answers go to the waiting outer particle, its tokens to
+        the outer problem."""
+        particle = child.parent
+        outer = self._runs[particle.problem]
+        outer.tokens_in += child.tokens_in
+        outer.tokens_out += child.tokens_out
+        particle.answer, particle.status = Answers.of(posterior), RUNNING
 
     # --- engines ------------------------------------------------------------------------------
 
@@ -588,6 +632,14 @@ class Scheduler:
         reached it); then, if no particle can move, wait for the streams to answer."""
         groups: dict[tuple[int, str], list[tuple[ProblemRun, Particle]]] = defaultdict(list)
         models = {}
+        for run in list(self.active):
+            for particle in run.particles:
+                if (
+                    particle.status == WAITING
+                    and particle.need is not None
+                    and isinstance(particle.need.request, InferRequest)
+                ):
+                    self._start_nested(run, particle)
         for run in self.active:
             for particle in run.particles:
                 if particle.status == WAITING and particle.need is not None:
@@ -605,12 +657,13 @@ class Scheduler:
                 continue  # a batched model is called once the stream has drained: one call a round
             owners, parts = [], []
             seeds = self._engine_seeds(waiting)
-            for _, particle in waiting:
+            for run, particle in waiting:
                 request = particle.need.request
+                group = run.group if run.group is not None else particle.problem
                 if id(particle) in seeds:
-                    request = replace(request, seed=seeds[id(particle)], group=particle.problem)
+                    request = replace(request, seed=seeds[id(particle)], group=group)
                 else:
-                    request = request.grouped(particle.problem)
+                    request = request.grouped(group)
                 particle.need = None  # sent
                 owners.append((particle, request, len(parts)))
                 parts.extend(request.parts())

@@ -23,6 +23,11 @@ INPUTS = {
     "choices": "Say hello.",
     "reasoning": "5",
     "scaling_demo": "Zoe has 8 shells and gives away 2. How many shells are left?",
+    "mixture_of_agents": "What is 3 + 4?",
+    "universal_self_consistency": "What is 3 + 4?",
+    "self_refine": "What is 3 + 4?",
+    "archon": "What is 3 + 4?",
+    "program_of_thought": "What is 3 + 4?",
 }
 
 

@@ -56,6 +56,7 @@ def test_stream_values_are_the_published_seeded_outputs():
         ("GIBBS_REJUVENATION", 9),
         ("BEAM", 10),
         ("SEED_HANDLER", 11),
+        ("NESTED", 12),
     ]
     assert key(Stream.BEAM, 4, 2) == (10, 4, 2)
 

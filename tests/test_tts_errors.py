@@ -67,7 +67,7 @@ def test_unterminated_string():
 
 def test_unknown_escape_in_a_string():
     assert only_message(program('  return "a\\qb"')).splitlines()[0] == (
-        "f.tts:4:12: unknown escape '\\q' in a string; the escapes are \\n \\t \\r \\\\ \\\" \\0"
+        "f.tts:4:12: unknown escape '\\q' in a string; the escapes are \\n \\t \\r \\\\ \\\" \\0 \\$"
     )
 
 
@@ -136,7 +136,7 @@ def test_program_must_return():
 def test_unknown_keyword_argument():
     source = program('  s ~ lm.gen(lm.encode("a"), temp = 0.5)\n  return s.text')
     assert only_message(source) == (
-        "f.tts:4:30: lm.gen has no argument 'temp'; its arguments are context, stop, max_tokens, temperature\n"
+        "f.tts:4:30: lm.gen has no argument 'temp'; its arguments are context, stop, max_tokens, temperature, n\n"
         '      s ~ lm.gen(lm.encode("a"), temp = 0.5)\n'
         "                                 ^"
     )
@@ -214,7 +214,9 @@ def test_a_model_the_backend_lacks_is_reported_at_load():
 # ---- no way to run Python ------------------------------------------------------------------------------
 
 FUNCTIONS = (
-    "bernoulli, beta, boxed, categorical, contains, exp, len, log, normal, poisson, select, text, uniform"
+    "assistant, bernoulli, beta, boxed, categorical, contains, exp, extract, extract_all, join, "
+    "last_number, len, log, lower, matches, normal, number, poisson, range, replace, select, split, "
+    "strip, system, text, uniform, user"
 )
 
 
@@ -229,11 +231,11 @@ FUNCTIONS = (
         ('  return eval("1")', f"unknown function 'eval'; the functions are {FUNCTIONS}"),
         (
             '  let c = lm.__class__\n  return "a"',
-            "a model has no field or method '__class__'; its methods are chat, decode, encode, gen",
+            "a model has no field or method '__class__'; its methods are chat, chat_turns, decode, encode, gen",
         ),
         (
             '  return lm.__init__.__globals__("x")',
-            "a model has no field or method '__init__'; its methods are chat, decode, encode, gen",
+            "a model has no field or method '__init__'; its methods are chat, chat_turns, decode, encode, gen",
         ),
         ('  return "a".__class__.__name__', "a text has no field '__class__'"),
         ('  return "a".join(["b"])', "a text has no method 'join'"),
@@ -276,7 +278,7 @@ def test_every_error_is_reported_at_once_before_any_model_is_loaded(monkeypatch)
         load(source, filename="many.tts")
     assert caught.value.messages == [
         "judge has no argument 'strict'; its arguments are model, question",
-        "lm.gen has no argument 'temp'; its arguments are context, stop, max_tokens, temperature",
+        "lm.gen has no argument 'temp'; its arguments are context, stop, max_tokens, temperature, n",
         "score needs a number (a log weight), got a text",
         "finish is only allowed inside a step block",
         "unknown name 'y'",
