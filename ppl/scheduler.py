@@ -45,6 +45,7 @@ import greenlet
 
 from .errors import EngineError
 from .handlers import Draw, Message, Messenger, Need, Site, Weigher, draw, only, resolve_site
+from .history import Generation, snapshot
 from .interfaces import GenRequest, Streaming, engine_method
 from .program import Program
 from .randomness import Randomness, Source
@@ -77,6 +78,7 @@ class Particle:
     key: tuple[int, ...]
     rng: Randomness
     records: list[list] = field(default_factory=list)
+    parent: tuple[int, ...] | None = None  # the key of the particle it was copied from
     barriers_passed: int = 0
     log_weight: float = 0.0
     anchor: float = 0.0
@@ -98,6 +100,7 @@ class Particle:
             self,
             key=key,
             rng=rng,
+            parent=self.key,
             records=[list(answers) for answers in self.records],
             sites=list(self.sites),
             increments=list(self.increments),
@@ -271,9 +274,20 @@ class ProblemRun:
     barrier_wait: float = 0.0  # seconds particles spent at barriers waiting for the others
     first_at_barrier: float | None = None
     state: Any = None  # the interpreter's own bookkeeping for this problem (a dataclass of its own)
+    history: list[Generation] | None = None  # the genealogy, when the run is traced (ppl.history)
 
     def settled(self) -> bool:
         return all(p.status in (AT_BARRIER, FINISHED, DEAD) for p in self.particles)
+
+    def record(self, event: str) -> None:
+        """Keep the particles as they stand now as a generation (only when traced)."""
+        if self.history is not None:
+            self.history.append(snapshot(self.particles, self.step, event))
+
+    def note(self, **decided) -> None:
+        """Note what the interpreter decided at the latest generation (only when traced)."""
+        if self.history:
+            self.history[-1].notes.update(decided)
 
 
 @dataclass
@@ -320,7 +334,8 @@ class Scheduler:
     new particles running (a new sweep, a new MCMC round) and the problem stays in flight.
 
     ``max_particles`` / ``max_problems`` bound what is in flight; problems beyond them wait
-    in the queue (at least one problem is always admitted, whatever its size).
+    in the queue (at least one problem is always admitted, whatever its size). With
+    ``trace`` each problem keeps its genealogy (``ProblemRun.history``, ``ppl.history``).
     """
 
     def __init__(
@@ -329,6 +344,7 @@ class Scheduler:
         max_particles: int | None = None,
         max_problems: int | None = None,
         feed: Iterator[tuple] | None = None,
+        trace: bool = False,
     ):
         if max_particles is not None and (
             isinstance(max_particles, bool) or not isinstance(max_particles, int) or max_particles < 1
@@ -336,6 +352,7 @@ class Scheduler:
             raise ValueError(f"max_in_flight must be an integer >= 1 (particles), got {max_particles!r}")
         self.max_particles = max_particles
         self.max_problems = max_problems
+        self.trace = trace
         self.feed = (
             feed  # more problems, (id, program, args, kwargs, algorithm, source), read when there is room
         )
@@ -355,7 +372,9 @@ class Scheduler:
         """Queue a problem; it starts when there is room in flight. Ids must be distinct."""
         if index in self._runs or index in self.completed or any(r.index == index for r in self.queue):
             raise ValueError(f"a problem with id {index} was already submitted")
-        self.queue.append(ProblemRun(index, args, kwargs, program, algorithm, source))
+        run = ProblemRun(index, args, kwargs, program, algorithm, source)
+        run.history = [] if self.trace else None
+        self.queue.append(run)
 
     def run(self, on_done: Callable[[int, Any], None] | None = None) -> dict[int, Any]:
         """Run until every submitted problem is done; ``on_done(id, posterior)`` as each
@@ -426,7 +445,13 @@ class Scheduler:
                     run.barrier_wait += time.perf_counter() - run.first_at_barrier
                     run.first_at_barrier = None
                 old = run.particles
+                decisions = len(run.ess), len(run.resampled)
+                run.record("barrier")
                 run.algorithm.at_barrier(run, run.source)
+                if len(run.ess) > decisions[0]:
+                    run.note(ess=run.ess[-1])
+                if len(run.resampled) > decisions[1]:
+                    run.note(resampled=run.resampled[-1])
                 hand_over(old, run.particles)
                 run.step += 1
                 for particle in run.particles:
@@ -434,9 +459,11 @@ class Scheduler:
                         particle.barriers_passed += 1
                         particle.status = RUNNING
                 still_active.append(run)
-            elif run.algorithm.restart(run, run.source):
-                still_active.append(run)
             else:
+                run.record("end")
+                if run.algorithm.restart(run, run.source):
+                    still_active.append(run)
+                    continue
                 self.completed[run.index] = run.algorithm.finish(run)
                 del self._runs[run.index]
                 finished.append(run)
