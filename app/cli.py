@@ -2,8 +2,9 @@
 
     tts check FILE...                      parse and check; exit 1 if any file has errors
     tts run FILE [--input TEXT | --data FILE.jsonl] [--backend tabular] [--seed N]
-                 [--out results.jsonl] [--particles N]
+                 [--out results.jsonl] [--particles N] [--trace] [--report FILE.html]
                                            run the file's infer clause; one JSON line per problem
+                                           (--trace: with every particle's sites and the genealogy)
     tts render FILE [--input TEXT | --data FILE.jsonl] [--first]
                                            print every request one particle sends (prompts as text
                                            and token ids); --first: the first prompt, no engine call

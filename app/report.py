@@ -240,10 +240,11 @@ def genealogy_figure(generations: list[dict], div_id: str) -> str:
 
 
 def weights_figure(record: dict, generations: list[dict], div_id: str) -> str:
-    """Log weights of every particle per generation (top) and the ESS per step (bottom)."""
-    figure = make_subplots(
-        rows=2, cols=1, shared_xaxes=False, subplot_titles=("log weights", "effective sample size")
-    )
+    """Log weights of every particle per generation and, for the interpreters whose weights
+    are importance weights (those that estimate the evidence), the ESS per step."""
+    with_ess = record["evidence"] != "none"  # beam search, DVTS, MCMC: an ESS would mean nothing
+    titles = ("log weights", "effective sample size") if with_ess else ("log weights (the ranking)",)
+    figure = make_subplots(rows=len(titles), cols=1, subplot_titles=titles)
     if generations:
         xs, ys, text = [], [], []
         ess, resampled = [], []
@@ -272,33 +273,36 @@ def weights_figure(record: dict, generations: list[dict], div_id: str) -> str:
         steps = list(range(len(generations)))
         ticks = [_tick(g) for g in generations]
     else:  # not traced: the ESS before each resampling decision, from the record
-        ess, resampled = record["ess"], record["resampled"]
+        ess, resampled = record.get("ess", []), record.get("resampled", [])
         steps = list(range(len(ess)))
         ticks = [f"step {i}" for i in steps]
-    figure.add_trace(
-        go.Scatter(
-            x=steps, y=ess, mode="lines+markers", name="ESS", hovertemplate="ESS %{y:.3g}<extra></extra>"
-        ),
-        row=2,
-        col=1,
-    )
-    chosen = [(x, e) for x, e, r in zip(steps, ess, resampled) if r]
-    if chosen:
+    if with_ess:
         figure.add_trace(
             go.Scatter(
-                x=[x for x, _ in chosen],
-                y=[e for _, e in chosen],
-                mode="markers",
-                name="resampled here",
-                marker={"symbol": "triangle-down", "size": 12, "color": "#d62728"},
+                x=steps, y=ess, mode="lines+markers", name="ESS", hovertemplate="ESS %{y:.3g}<extra></extra>"
             ),
             row=2,
             col=1,
         )
-    for row in (1, 2):
+        chosen = [(x, e) for x, e, r in zip(steps, ess, resampled) if r]
+        if chosen:
+            figure.add_trace(
+                go.Scatter(
+                    x=[x for x, _ in chosen],
+                    y=[e for _, e in chosen],
+                    mode="markers",
+                    name="resampled here",
+                    marker={"symbol": "triangle-down", "size": 12, "color": "#d62728"},
+                ),
+                row=2,
+                col=1,
+            )
+        figure.update_yaxes(rangemode="tozero", row=2, col=1)
+    for row in range(1, len(titles) + 1):
         figure.update_xaxes(tickvals=steps, ticktext=ticks, row=row, col=1)
-    figure.update_yaxes(rangemode="tozero", row=2, col=1)
-    figure.update_layout(height=520, margin={"l": 50, "r": 20, "t": 40, "b": 30}, plot_bgcolor="white")
+    figure.update_layout(
+        height=260 * len(titles) + 40, margin={"l": 50, "r": 20, "t": 40, "b": 30}, plot_bgcolor="white"
+    )
     return _html(figure, div_id)
 
 

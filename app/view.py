@@ -44,8 +44,11 @@ def describe(record: dict) -> str:
     answer = record["error"] or _json(record["answer"])
     evidence = record["log_evidence"] if record["evidence"] == "estimated" else record["evidence"]
     out.append(f"  answer {answer}; {d['algorithm']}, {d['particles']} particles, {d['steps']} steps")
+    ess = (
+        f"final ESS {record['final_ess']}; " if "final_ess" in record and record["evidence"] != "none" else ""
+    )
     out.append(
-        f"  log evidence {evidence}; final ESS {record['final_ess']}; "
+        f"  log evidence {evidence}; {ess}"
         f"tokens {record['tokens_in']} in, {record['tokens_out']} out; dead {d['dead']}/{d['particles']}"
     )
     trace = record.get("trace")
