@@ -418,7 +418,9 @@ def _problem(record: dict, n: int) -> dict:
         else record["evidence"],
         "traced": trace is not None,
         "genealogy": genealogy_figure(generations, f"genealogy-{n}") if generations else None,
-        "weights": weights_figure(record, generations, f"weights-{n}"),
+        "weights": weights_figure(record, generations, f"weights-{n}")
+        if generations or record.get("ess")
+        else None,
         "answers": answers_figure(record, trace, f"answers-{n}") if not record["error"] else None,
         "deaths": deaths_figure(deaths, f"deaths-{n}") if deaths else None,
         "particles": particles,

@@ -125,3 +125,17 @@ def test_render_stops_where_the_particle_dies():
     done = tts("render", path, "--seed", seed)
     assert done.stdout.rstrip().endswith("the particle died here: said dog")
     assert done.stdout.count("=== request ") == len(requests)
+
+
+def test_an_enumerated_run_reports_its_paths_and_no_genealogy(tmp_path):
+    from test_cli import ENUMERATED
+
+    program, out, page = tmp_path / "exact.tts", tmp_path / "r.jsonl", tmp_path / "r.html"
+    program.write_text(ENUMERATED)
+    done = tts("run", program, "--input", " so", "--trace", "--out", out, "--report", page)
+    assert done.returncode == 0, done.stderr
+    (record,) = _lines(out)
+    assert record["trace"]["generations"] == [] and len(record["trace"]["particles"]) == 3
+    html = page.read_text()
+    assert "No genealogy: enumeration moves no particles through barriers" in html
+    assert 'id="answers-0"' in html and 'id="genealogy-0"' not in html and 'id="weights-0"' not in html
