@@ -107,7 +107,7 @@ def _hover_text(node: dict, weight: float) -> str:
         text = text if len(text) <= _HOVER_CHARS else text[:_HOVER_CHARS] + "…"
         lines.append("this step: " + json.dumps(text, ensure_ascii=False))
     lines += [b for b in map(site_badge, node["sites"]) if b]
-    return "<br>".join(html.escape(line) for line in lines)
+    return "<br>".join(html.escape(line, quote=False) for line in lines)
 
 
 # ---- figures -----------------------------------------------------------------------------------------
@@ -326,7 +326,7 @@ def answers_figure(record: dict, trace: dict | None, div_id: str) -> str:
             x=[p for _, p in law],
             y=short,
             orientation="h",
-            text=[html.escape(a) for a, _ in law],
+            text=[html.escape(a, quote=False) for a, _ in law],
             hovertemplate="%{text}<br>P = %{x:.4f}<extra></extra>",
             textposition="none",
         )
@@ -363,7 +363,7 @@ def deaths_figure(deaths: Counter, div_id: str) -> str:
             y=short,
             orientation="h",
             marker={"color": COLOURS["dead"]},
-            text=[html.escape(r) for r, _ in reasons],
+            text=[html.escape(r, quote=False) for r, _ in reasons],
             hovertemplate="%{text}<br>%{x} particles<extra></extra>",
             textposition="none",
         )
@@ -455,7 +455,7 @@ def eval_figure(rows: list[dict], div_id: str) -> str:
                     showlegend=col == 1,
                     line={"color": palette[i % len(palette)]},
                     customdata=[[r["budget"], r["problems"]] for r in points],
-                    hovertemplate=f"{html.escape(algorithm)} at budget %{{customdata[0]}}<br>{name} %{{y:.3f}}"
+                    hovertemplate=f"{html.escape(algorithm, quote=False)} at budget %{{customdata[0]}}<br>{name} %{{y:.3f}}"
                     "<br>%{x:.0f} generated tokens per task<br>%{customdata[1]} tasks<extra></extra>",
                 ),
                 row=1,

@@ -64,9 +64,15 @@ def test_the_trace_report_shows_the_genealogy_and_the_plots(browser, tmp_path):
         nodes = sum(len(g["nodes"]) for g in record["trace"]["generations"])
         assert _count(browser, f"#genealogy-{n} .scatterlayer .point") == nodes
         assert _count(browser, f"#genealogy-{n} .scatterlayer .js-line") >= 1  # the links
-        assert _count(browser, f"#answers-{n} .bars .point") == len(
-            {json.dumps(p["value"]) for p in record["trace"]["particles"]}
+        answers = {json.dumps(p["value"]) for p in record["trace"]["particles"]}
+        assert _count(browser, f"#answers-{n} .bars .point") == len(answers)
+        browser.execute_script(
+            "Plotly.Fx.hover(arguments[0], [{curveNumber: 0, pointNumber: 0}])", f"answers-{n}"
         )
+        hover = browser.execute_script(
+            f"return document.querySelector('#answers-{n} .hoverlayer').textContent"
+        )
+        assert hover.startswith(json.dumps(record["answers"][0][0]))  # the most probable answer, quoted
     legend = browser.execute_script("return document.querySelector('#genealogy-0 .legend').textContent")
     assert "copied" in legend and "finished" in legend
     shot = tmp_path / "report.png"
@@ -110,6 +116,18 @@ def test_deaths_and_mcmc_decisions_show_in_the_report(browser, tmp_path):
         "return Array.from(document.querySelectorAll('#deaths-0 .ytick text')).map(t => t.textContent)"
     )
     assert bars == ["said dog"]
+    # hovering over a dead particle in the genealogy says why it died and what it said
+    curve = browser.execute_script(
+        "return document.getElementById('genealogy-0').data.findIndex(t => t.name === 'died')"
+    )
+    assert curve >= 0
+    browser.execute_script(
+        "Plotly.Fx.hover('genealogy-0', [{curveNumber: arguments[0], pointNumber: 0}])", curve
+    )
+    hover = browser.execute_script(
+        "const h = document.querySelector('#genealogy-0 .hoverlayer'); return h ? h.textContent : ''"
+    )
+    assert "died: said dog" in hover and 'this step: " dog"' in hover
 
 
 def test_the_eval_report_plots_accuracy_majority_and_coverage(browser, tmp_path):
