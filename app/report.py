@@ -233,7 +233,6 @@ def genealogy_figure(generations: list[dict], div_id: str) -> str:
             "title": "generation",
         },
         yaxis={"autorange": "reversed", "title": "particle slot", "zeroline": False},
-        legend={"orientation": "h", "y": -0.15},
         plot_bgcolor="white",
     )
     return _html(figure, div_id)
@@ -243,7 +242,7 @@ def weights_figure(record: dict, generations: list[dict], div_id: str) -> str:
     """Log weights of every particle per generation and, for the interpreters whose weights
     are importance weights (those that estimate the evidence), the ESS per step."""
     with_ess = record["evidence"] != "none"  # beam search, DVTS, MCMC: an ESS would mean nothing
-    titles = ("log weights", "effective sample size") if with_ess else ("log weights (the ranking)",)
+    titles = ("log weights", "effective sample size") if with_ess else ("log weights",)
     figure = make_subplots(rows=len(titles), cols=1, subplot_titles=titles)
     if generations:
         xs, ys, text = [], [], []
