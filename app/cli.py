@@ -224,6 +224,8 @@ def cmd_run(args) -> int:
             trace=traced,
         )
     except ppl.EngineError as error:
+        if args.report and records:  # the problems that finished are reported all the same
+            report.write(args.report, report.run_report(records))
         raise UserError(
             f"the engine failed: {error} ({len(records)} of {len(problems)} results were written)"
         ) from None
