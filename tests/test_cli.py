@@ -93,8 +93,8 @@ def test_render_every_example(path):
     assert "prompt text" in done.stdout and "token ids" in done.stdout
 
 
-def test_render_prints_the_exact_prompt():
-    done = tts("render", ROOT / "examples/particle_filter.tts", "--input", "What is 7 * 6?")
+def test_render_first_prints_the_exact_first_prompt():
+    done = tts("render", ROOT / "examples/particle_filter.tts", "--input", "What is 7 * 6?", "--first")
     module = load(ROOT / "examples/particle_filter.tts")
     lm = module.models["lm"]
     expected = lm.chat(system="Solve step by step. Separate steps by a blank line.", user="What is 7 * 6?")
@@ -169,7 +169,7 @@ def test_a_model_the_backend_lacks_exits_1_before_running():
 
 
 def test_help_and_version():
-    for command in ([], ["check"], ["run"], ["render"]):
+    for command in ([], ["check"], ["run"], ["render"], ["view"]):
         done = tts(*command, "--help")
         assert done.returncode == 0 and "usage: tts" in done.stdout
     done = tts("--version")
