@@ -60,6 +60,7 @@ GUARANTEES = ("namespaced", "fallback")
 NOBODY = 65534  # the unprivileged user the namespaced child runs as
 _BLOCKED_MARK = "ppl-sandbox: blocked: "
 _INSIDE = "/tmp"  # the child's only writable directory, in its own namespace
+NAMESPACED_FLAGS = ("-s", "-P")  # -I less -E: no user site, no script directory on sys.path
 
 
 class SandboxUnavailable(RuntimeError):
@@ -94,6 +95,7 @@ class Launch:
     prefix: tuple[str, ...]
     python: str
     note: str = ""
+    flags: tuple[str, ...] = ("-I",)  # isolated mode; namespaced: -s -P with PYTHONHOME set by bwrap
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,13 @@ class Sandbox:
         prefix = os.path.dirname(os.path.dirname(python))
         if prefix != "/usr" and not prefix.startswith("/usr/"):
             command += ["--ro-bind", prefix, prefix]
+            parent = os.path.dirname(prefix)  # bwrap copies e.g. /root's mode 0700 onto the ones it makes
+            while parent != "/":
+                command += ["--chmod", "0755", parent]
+                parent = os.path.dirname(parent)
+        # Without /proc the interpreter cannot find its own prefix (it would take /usr's
+        # Python library): name it. -E is therefore not used; bwrap cleared the rest.
+        command += ["--setenv", "PYTHONHOME", prefix]
         command += ["--dev", "/dev", "--perms", "1777", "--size", str(self.disk_limit_mb * 1024 * 1024)]
         command += ["--tmpfs", _INSIDE, "--chdir", _INSIDE]
         if root:  # bwrap as root makes the namespaces; setpriv then drops to nobody for real
@@ -211,7 +220,13 @@ class Sandbox:
             prefix = (*self._prlimit(), *self._bwrap(bwrap, python))
             try:
                 probe = subprocess.run(
-                    [*prefix, python, "-I", "-c", "import os; print(os.getuid())"],
+                    [
+                        *prefix,
+                        python,
+                        *NAMESPACED_FLAGS,
+                        "-c",
+                        "import os, sys; print(os.getuid(), sys.prefix)",
+                    ],
                     capture_output=True,
                     text=True,
                     timeout=30,
@@ -220,8 +235,9 @@ class Sandbox:
             except (OSError, subprocess.TimeoutExpired) as error:
                 note = f"bubblewrap does not start here ({error})"
             else:
-                if probe.returncode == 0 and probe.stdout.strip() == str(NOBODY):
-                    return Launch("namespaced", prefix, python)
+                expected = f"{NOBODY} {os.path.dirname(os.path.dirname(python))}"
+                if probe.returncode == 0 and probe.stdout.strip() == expected:
+                    return Launch("namespaced", prefix, python, flags=NAMESPACED_FLAGS)
                 detail = (probe.stderr.strip().splitlines() or [f"exit status {probe.returncode}"])[-1]
                 note = f"bubblewrap does not work here ({detail})"
         if self.isolation == "namespaced":
@@ -256,7 +272,16 @@ class Sandbox:
             job_fd = os.open(job_path, os.O_RDONLY)
             os.unlink(job_path)  # reachable only through the descriptor the harness reads and closes
             verdict_fd = os.open(verdict_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            command = [*launch.prefix, launch.python, "-I", "-c", HARNESS, root, str(job_fd), str(verdict_fd)]
+            command = [
+                *launch.prefix,
+                launch.python,
+                *launch.flags,
+                "-c",
+                HARNESS,
+                root,
+                str(job_fd),
+                str(verdict_fd),
+            ]
             command += self._limits()
             out_path, err_path = os.path.join(outdir, "stdout"), os.path.join(outdir, "stderr")
             started = time.perf_counter()

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 
 import pytest
 
@@ -42,11 +43,13 @@ def namespaced() -> Sandbox:
 
 
 def test_this_machine_gives_the_namespaced_guarantee(namespaced):
-    result = namespaced.run("import os\nprint(os.getuid(), os.getgid(), sorted(os.listdir('/')))")
-    assert result.status == "passed" and result.guarantee == "namespaced", result
-    assert (
-        result.stdout == f"{NOBODY} {NOBODY} ['bin', 'dev', 'lib', 'lib64', 'root', 'sbin', 'tmp', 'usr']\n"
+    result = namespaced.run(
+        "import os, sys\nprint(os.getuid(), os.getgid(), sorted(os.listdir('/')), sys.prefix)"
     )
+    assert result.status == "passed" and result.guarantee == "namespaced", result
+    prefix = os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))  # its own library, not /usr's
+    listing = "['bin', 'dev', 'lib', 'lib64', 'root', 'sbin', 'tmp', 'usr']"
+    assert result.stdout == f"{NOBODY} {NOBODY} {listing} {prefix}\n"
 
 
 # --- escapes: reading, writing, processes, network, limits ------------------------------------
@@ -246,6 +249,59 @@ def test_a_faked_result_counts_as_a_failure(namespaced, name):
     assert reason in result.reason, (name, result)
 
 
+HONEST = r"""
+import bisect, collections, dataclasses, datetime, decimal, enum, fractions, functools, heapq, inspect
+import itertools, json, logging, math, pathlib, random, re, statistics, string, tempfile, textwrap
+import threading, traceback, typing, warnings
+P = collections.namedtuple("P", "x y")
+class Q(typing.NamedTuple):
+    a: int
+@dataclasses.dataclass
+class D:
+    x: int = 1
+class E(enum.Enum):
+    A = 1
+logging.basicConfig(level=logging.INFO)
+logging.getLogger("x").info("logged %s", 1)
+t = threading.Thread(target=lambda: None)
+t.start()
+t.join()
+with tempfile.TemporaryDirectory() as d:
+    pathlib.Path(d, "a.txt").write_text("hi")
+open("/tmp/scratch.txt", "w").write("mine")
+try:
+    1 / 0
+except ZeroDivisionError:
+    traceback.print_exc()
+warnings.warn("a warning")
+@functools.lru_cache
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+print(fib(30), P(1, 2), Q(1), D(), E.A, statistics.mean([1, 2, 3]), inspect.signature(fib))
+def add(a, b):
+    return a + b
+"""
+HONEST_TESTS = (
+    "import unittest\nfrom unittest import mock\n"
+    "class T(unittest.TestCase):\n"
+    "    def test_add(self):\n        self.assertEqual(add(1, 2), 3)\n"
+    "        with self.assertRaises(TypeError):\n            add(1, 'a')\n"
+    "    def test_mock(self):\n        self.assertEqual(mock.Mock(return_value=3)(), 3)\n"
+    "if __name__ == '__main__':\n    unittest.main()\n"
+)
+
+
+def test_honest_code_using_the_standard_library_passes(namespaced):
+    result = namespaced.run(HONEST, HONEST_TESTS)
+    assert result.status == "passed", result
+    assert result.stdout == "832040 P(x=1, y=2) Q(a=1) D(x=1) E.A 2 (n)\n"
+    assert (
+        "logged 1" in result.stderr
+        and "ZeroDivisionError" in result.stderr
+        and "Ran 2 tests" in result.stderr
+    )
+
+
 def test_honest_code_passes_the_same_tests(namespaced):
     right = "def add(a, b):\n    return a + b\n"
     assert namespaced.run(right, TESTS).status == "passed"
@@ -292,7 +348,7 @@ for attempt in (
 print(os.getuid(), out)
 """
     bare = subprocess.run(
-        [*launch.prefix, launch.python, "-I", "-c", code], capture_output=True, text=True, timeout=30
+        [*launch.prefix, launch.python, *launch.flags, "-c", code], capture_output=True, text=True, timeout=30
     )
     assert bare.returncode == 0, bare.stderr
     assert "ESCAPED" not in bare.stdout, bare.stdout
