@@ -14,7 +14,8 @@ Lines of the results file (the fields are documented in the README, "Result reco
   …the fields of every record (``ppl.app.records.posterior_record``: answers, evidence, per-step
   ``ess`` and ``resampled``, tokens, engine calls, wall time, diagnostics)…, "correct",
   "metrics": {best, majority, weighted_vote, n, c, covered, pass@k…}, "samples": [[answer,
-  log_weight, correct], …], "seed", "program"}`` — one per task;
+  log_weight, correct], …], "seed", "program"}`` — one per task (``python_tests`` tasks add
+  ``"sandbox"``: the guarantee level their code ran under, "namespaced" or "fallback");
 * ``{"schema", "kind": "segment", "algorithm", "budget", "tasks", "engine_calls", "wall_time", …}`` —
   after each uninterrupted stretch of an (algorithm, budget): the engine's calls and wall time.
 
@@ -42,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ppl.algorithms import ALGORITHMS
-from ppl.backends.verifiers import CHECKERS, check
+from ppl.backends.verifiers import CHECKERS, check, python_tests_run
 from ppl.settings import AlgorithmSpec
 
 from .metrics import Sample, aggregate, problem_metrics
@@ -176,10 +177,15 @@ def task_record(task: Task, method: Method, budget: int, posterior, *, seed: int
     """One results line: the fields of every record, and the task's samples checked with its metrics."""
     verdicts: dict = {}
     samples = []
+    guarantees = set()  # python_tests: the sandbox's guarantee level of each run
     for particle in posterior.particles:
         answer = answer_text(particle.value) if particle.log_weight > -math.inf else None
         key = json.dumps(answer)
-        if key not in verdicts:
+        if key not in verdicts and task.checker == "python_tests" and answer is not None:
+            run = python_tests_run(answer, task.reference)
+            verdicts[key] = run.passed
+            guarantees.add(run.guarantee)
+        elif key not in verdicts:
             verdicts[key] = check(task.checker, answer, task.reference)
         samples.append(Sample(answer, particle.log_weight, verdicts[key]))
     metrics = problem_metrics(samples, ks=ks)
@@ -200,6 +206,7 @@ def task_record(task: Task, method: Method, budget: int, posterior, *, seed: int
         ],
         "seed": seed,
         "program": program,
+        **({"sandbox": "fallback" if "fallback" in guarantees else "namespaced"} if guarantees else {}),
     }
 
 

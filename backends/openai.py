@@ -18,10 +18,12 @@ re-tokenised; the tokenizer runs locally from the model's folder.
   completion per item with vLLM's ``logprob_token_ids`` (and ``return_tokens_as_token_ids``
   so the answer names tokens by id); the server's prefix cache serves the shared prompt.
   A server without ``logprob_token_ids`` answers with an error, raised as ``ServerError``.
-* **Failures.** Each HTTP request has a timeout; connection errors, 429 and 5xx answers are
-  retried with exponential backoff (a server closes idle keep-alive connections after ~5
-  s: every request opens its own connection). A server that stays down raises
-  ``ServerError`` naming it.
+* **Failures.** Each HTTP request has a timeout; refused or reset connections, timeouts,
+  408/429/5xx answers and bodies that are not JSON are retried with exponential backoff
+  (tenacity; a server closes idle keep-alive connections after ~5 s: every request opens
+  its own connection). A server that stays down, or answers without the fields asked for,
+  raises ``ServerError`` naming it; under an interpreter that is an ``EngineError`` whose
+  ``completed`` keeps every problem already finished.
 * **Server settings.** Start the servers with ``--logprobs-mode processed_logprobs`` so
   sampled log-probabilities are under the sampling distribution, and on CPUs with
   ``--no-enable-chunked-prefill`` (seeded requests crash vLLM 0.32's CPU runner
@@ -42,12 +44,18 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
+import tenacity
+
 from ppl.interfaces import GenRequest, NextTokenRequest, ScoreRequest, Segment, Usage
 
 from .embedded import DEFAULT_MODEL, embedded, prepare
 from .hf import HFTokenizer
 
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+class _Transient(Exception):
+    """A failure worth another attempt (its message is the cause)."""
 
 
 class ServerError(RuntimeError):
@@ -128,28 +136,61 @@ class OpenAICompatible(HFTokenizer):
     def _model_for(self, server: str) -> str:
         if self.model is None:
             answer = self._http(server, "/v1/models", None)
-            self.model = answer["data"][0]["id"]
+            self.model = self._field(server, answer, "model id", lambda a: str(a["data"][0]["id"]))
         return self.model
 
     def _http(self, server: str, path: str, body: dict | None) -> dict:
+        """POST ``body`` (GET when None) to ``server + path``; its JSON answer.
+
+        Transient failures — refused or reset connections, timeouts, the statuses in
+        ``RETRY_STATUS``, a body that is not JSON (a proxy cutting it short) — are retried
+        ``retries`` times with exponential backoff (tenacity); then, or at once for any
+        other HTTP error, a ``ServerError`` names the server, the path and the last cause.
+        """
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"}
-        last = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
+
+        def attempt() -> dict:
             request = urllib.request.Request(server + path, data=data, headers=headers)
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return json.loads(response.read())
+                    raw = response.read()
             except urllib.error.HTTPError as error:
                 detail = error.read().decode(errors="replace")[:500]
                 if error.code not in RETRY_STATUS:
                     raise ServerError(server, f"HTTP {error.code} on {path}: {detail}") from None
-                last = f"HTTP {error.code}: {detail}"
+                raise _Transient(f"HTTP {error.code}: {detail}") from None
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as error:
-                last = f"{type(error).__name__}: {getattr(error, 'reason', error)}"
-        raise ServerError(server, f"no answer on {path} after {self.retries + 1} attempts ({last})")
+                raise _Transient(f"{type(error).__name__}: {getattr(error, 'reason', error)}") from None
+            try:
+                answer = json.loads(raw)
+            except ValueError:
+                raise _Transient(f"malformed JSON: {raw[:200].decode(errors='replace')!r}") from None
+            if not isinstance(answer, dict):
+                raise ServerError(server, f"the answer on {path} is not a JSON object: {raw[:200]!r}")
+            return answer
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_Transient),
+            stop=tenacity.stop_after_attempt(self.retries + 1),
+            wait=tenacity.wait_exponential(multiplier=self.backoff, max=max(self.backoff, 30.0)),
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except _Transient as last:
+            raise ServerError(
+                server, f"no answer on {path} after {self.retries + 1} attempts ({last})"
+            ) from None
+
+    def _field(self, server: str, answer: dict, what: str, get):
+        """``get(answer)``, or a ``ServerError`` naming the server when the answer lacks it."""
+        try:
+            return get(answer)
+        except (KeyError, IndexError, TypeError, ValueError) as error:
+            raise ServerError(
+                server, f"the answer has no {what} ({error!r}): {json.dumps(answer)[:300]}"
+            ) from None
 
     def _parallel(self, jobs: list) -> list:
         if len(jobs) == 1:
@@ -237,8 +278,14 @@ class OpenAICompatible(HFTokenizer):
         if request.seed is not None:
             body["seed"] = request.seed
         answer = self._http(server, "/v1/completions", body)
+        choices = self._field(
+            server, answer, "choices", lambda a: sorted(a["choices"], key=lambda c: c["index"])
+        )
+        if len(choices) != request.n:
+            raise ServerError(server, f"asked for {request.n} completions, got {len(choices)}")
         segments = [
-            self._segment(choice, request) for choice in sorted(answer["choices"], key=lambda c: c["index"])
+            self._field(server, choice, "completion token ids", lambda c: self._segment(c, request))
+            for choice in choices
         ]
         self._count(server, answer, len(request.prompt))
         return segments
@@ -287,8 +334,15 @@ class OpenAICompatible(HFTokenizer):
             "prompt_logprobs": 0,
         }
         answer = self._http(server, "/v1/completions", body)
-        table = answer["choices"][0]["prompt_logprobs"]
-        total = sum(float(table[i][str(ids[i])]["logprob"]) for i in range(len(request.prompt), len(ids)))
+        total = self._field(
+            server,
+            answer,
+            "prompt log-probabilities",
+            lambda a: sum(
+                float(a["choices"][0]["prompt_logprobs"][i][str(ids[i])]["logprob"])
+                for i in range(len(request.prompt), len(ids))
+            ),
+        )
         with self._lock:
             self.requests_per_server[server] += 1
             self.usage.requests += 1

@@ -114,11 +114,17 @@ def bullets(answer: str, n) -> bool:
     return len(lines) == n and all(line.startswith("- ") and line[2:].strip() for line in lines)
 
 
-def python_tests(answer: str, tests: str) -> bool:
-    """The answer (Python code) followed by ``tests`` runs without error in the sandbox."""
+def python_tests_run(answer: str, tests: str):
+    """Run the answer (Python code), then ``tests``, in the sandbox: its ``SandboxResult``
+    (status, output, and the guarantee level it ran under)."""
     from .sandbox import run_tests
 
-    return run_tests(str(answer), str(tests)).passed
+    return run_tests(str(answer), str(tests))
+
+
+def python_tests(answer: str, tests: str) -> bool:
+    """The answer (Python code) followed by ``tests`` runs to the harness's end in the sandbox."""
+    return python_tests_run(answer, tests).passed
 
 
 CHECKERS: MappingProxyType[str, Callable[[str, object], bool]] = MappingProxyType(

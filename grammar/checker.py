@@ -675,8 +675,11 @@ class _Checker:
             self.expect(node.index, NUMBER, depth, "an index must be a number")
             if target == ERROR:
                 return ERROR
+            if is_list(target) and target.element == UNKNOWN:
+                self.error(node.pos, "cannot index an empty list: it has no items")
+                return ERROR
             if is_list(target):
-                return target.element if target.element != UNKNOWN else ERROR
+                return target.element
             if target in (TEXT, TOKENS):
                 return TEXT if target == TEXT else NUMBER
             self.error(node.pos, f"cannot index {_a(target)}; only lists, texts and tokens have items")

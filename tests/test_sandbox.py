@@ -1,8 +1,10 @@
 """The sandbox stops and reports code that loops, hogs memory, uses the network or writes
-outside its directory — and a batch goes on after each."""
+outside its directory — and a batch goes on after each. The escape attempts are in
+tests/test_sandbox_escapes.py."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from ppl.backends.sandbox import STATUSES, Sandbox, SandboxResult, run_code, run_tests
 from ppl.backends.verifiers import check
 
-LIMITS = dict(time_limit=2.0, memory_limit_mb=256)
+LIMITS = dict(time_limit=4.0, memory_limit_mb=256)
 
 
 def test_plain_code_runs_in_a_fresh_directory():
@@ -25,7 +27,7 @@ def test_an_infinite_loop_is_killed_with_its_process_group(tmp_path):
     started = time.perf_counter()
     result = run_code("while True:\n    pass", **LIMITS)
     assert result.status == "timeout"
-    assert time.perf_counter() - started < 6
+    assert time.perf_counter() - started < 10
 
 
 def test_too_much_memory_is_stopped():
@@ -47,14 +49,6 @@ def test_network_is_refused(code):
     assert "network" in result.reason
 
 
-def test_the_network_namespace_has_only_loopback_when_available():
-    result = run_code("print(open('/proc/net/dev').read())", **LIMITS)
-    if not result.network_namespace:
-        pytest.skip("`unshare -n` does not work here: only the audit hook blocks the network")
-    interfaces = [line.split(":")[0].strip() for line in result.stdout.splitlines() if ":" in line]
-    assert interfaces == ["lo"]
-
-
 @pytest.mark.parametrize(
     "code",
     [
@@ -67,10 +61,15 @@ def test_the_network_namespace_has_only_loopback_when_available():
         "import os\nos.system('touch {path}')",
     ],
 )
-def test_writing_outside_the_directory_is_refused(tmp_path, code):
+@pytest.mark.parametrize("isolation", ["auto", "fallback"])
+def test_writing_outside_the_directory_is_refused(tmp_path, code, isolation):
+    """In fallback the hook refuses; namespaced, the host's path is not even there."""
     path = tmp_path / "escape.txt"
-    result = run_code(code.format(path=str(path), dir=str(tmp_path)), **LIMITS)
-    assert result.status == "blocked", result
+    result = run_code(code.format(path=str(path), dir=str(tmp_path)), isolation=isolation, **LIMITS)
+    if result.guarantee == "fallback":
+        assert result.status == "blocked", result
+    else:
+        assert result.status in ("blocked", "error") and "escaped" not in result.stdout, result
     assert not path.exists() and tmp_path.exists()
 
 
@@ -84,6 +83,7 @@ def test_failed_tests_errors_and_passes():
     error = run_tests("def add(a, b) return", "assert add(1, 1) == 2")
     assert error.status == "error" and "SyntaxError" in error.stderr
     assert run_code("import sys\nsys.exit(3)").status == "failed"
+    assert run_code("import sys\nsys.exit(0)").status == "passed"  # no tests: exiting 0 is the end
 
 
 def test_output_is_truncated():
@@ -98,7 +98,7 @@ def test_a_batch_continues_after_each_bad_run(tmp_path):
         "print('one')",
         "blob = bytearray(1 << 31)",
         "import socket\nsocket.socket()",
-        f"open({str(tmp_path / 'x')!r}, 'w')",
+        "open('/usr/ppl-sandbox-x', 'w')",
         "print('two')",
     ]
     results = Sandbox(**LIMITS).run_many(codes, workers=2)
@@ -120,7 +120,48 @@ def test_bad_settings():
         Sandbox(time_limit=0)
     with pytest.raises(ValueError):
         Sandbox(memory_limit_mb=1)
-    with pytest.raises(ValueError):
-        Sandbox(namespace="sometimes")
+    with pytest.raises(ValueError, match="isolation must be 'auto', 'namespaced' or 'fallback'"):
+        Sandbox(isolation="sometimes")
+    with pytest.raises(ValueError, match="max_open_files must be at least 16"):
+        Sandbox(max_open_files=3)
     with pytest.raises(TypeError):
         run_code(b"print(1)")
+
+
+ECHO = """version 0.1
+use lm = model("reasoning-demo")
+
+program solve(problem: text) -> text {
+  return problem
+}
+
+infer solve with importance(particles = 1)
+"""
+
+
+def test_tts_eval_code_tasks_record_the_guarantee_and_fail_a_cheat(tmp_path):
+    from ppl.app.cli import main
+
+    (tmp_path / "echo.tts").write_text(ECHO)
+    tests = "assert add(2, 3) == 5"
+    tasks = [
+        {"id": "honest", "input": "def add(a, b):\n    return a + b\n", "reference": tests},
+        {
+            "id": "exits",
+            "input": "def add(a, b):\n    return 0\nimport os\nos._exit(0)\n",
+            "reference": tests,
+        },
+        {"id": "after", "input": "def add(a, b):\n    return b + a\n", "reference": tests},
+    ]
+    data = tmp_path / "tasks.jsonl"
+    data.write_text("".join(json.dumps({**t, "checker": "python_tests"}) + "\n" for t in tasks))
+    out = tmp_path / "r.jsonl"
+    argv = ["eval", str(tmp_path / "echo.tts"), "--data", str(data), "--out", str(out), "--budgets", "1"]
+    assert main([*argv, "--no-progress"]) == 0
+    records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines()) if r["kind"] == "task"}
+    assert {k: r["correct"] for k, r in records.items()} == {
+        "honest": True,
+        "exits": False,
+        "after": True,
+    }
+    assert {r["sandbox"] for r in records.values()} == {Sandbox().guarantee()}
