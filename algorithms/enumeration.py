@@ -149,6 +149,7 @@ def enumerate_program(program, args=(), *, max_traces: int = 200_000) -> Posteri
         wall_time=time.perf_counter() - started,
         dead=sum(p.status == "dead" for p in particles),
         deaths=[p.error for p in particles if p.error],
+        weights="exact",
     )
     return Posterior(particles, log_z, diagnostics)
 

@@ -43,6 +43,7 @@ from pathlib import Path
 
 from ppl.algorithms import ALGORITHMS
 from ppl.backends.verifiers import CHECKERS, check
+from ppl.grammar.compiler import has_type
 from ppl.settings import AlgorithmSpec
 
 from .metrics import Sample, aggregate, problem_metrics
@@ -150,20 +151,29 @@ def _spec(algorithm: str) -> AlgorithmSpec:
 
 def program_inputs(task: Task, signature) -> dict:
     """The keyword inputs of the program for ``task``: its input text for a one-input program,
-    or its input object's fields."""
+    or its input object's fields. Each must have its parameter's type (as ``tts run`` checks):
+    a task that cannot be run is refused before anything runs, not scored as wrong."""
     names = [name for name, _ in signature]
     if isinstance(task.input, dict):
         if set(task.input) != set(names):
             raise EvalError(
                 f"task {task.id}: the inputs are {', '.join(names) or 'none'}, got {', '.join(task.input)}"
             )
-        return dict(task.input)
-    if len(names) != 1:
+        inputs = dict(task.input)
+    elif len(names) != 1:
         raise EvalError(
             f"task {task.id}: the program has {len(names)} inputs ({', '.join(names) or 'none'}); "
             "write the task's input as an object of them"
         )
-    return {names[0]: task.input}
+    else:
+        inputs = {names[0]: task.input}
+    for name, t in signature:
+        if not has_type(inputs[name], t):
+            article = "an" if str(t)[0] in "aeiou" else "a"
+            raise EvalError(
+                f"task {task.id}: the input '{name}' must be {article} {t}, got {json.dumps(inputs[name])}"
+            )
+    return inputs
 
 
 def answer_text(value):
@@ -267,7 +277,10 @@ def evaluate(
                 "resume with the same program and --seed, or write to another --out"
             )
     done = {(r["algorithm"], r["budget"], r["id"]) for r in existing if r.get("kind") == "task"}
-    inputs = {task.id: program_inputs(task, signature) for task in tasks}
+    inputs = {task.id: program_inputs(task, signature) for task in tasks}  # every task checked first
+    for method in methods:  # and every budget: an interpreter that cannot take one stops nothing midway
+        for budget in budgets:
+            method.at(budget)
     bar = None
     total = len(methods) * len(budgets) * len(tasks)
     if progress:

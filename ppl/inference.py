@@ -30,11 +30,18 @@ def algorithm_key(problem: int, step: int) -> tuple[int, ...]:
 
 
 def diagnostics(
-    algorithm: str, run: ProblemRun, particles: list[WeightedParticle], *, steps: int | None = None, **extra
+    algorithm: str,
+    run: ProblemRun,
+    particles: list[WeightedParticle],
+    *,
+    steps: int | None = None,
+    weights: str = "importance",
+    **extra,
 ) -> Diagnostics:
     """The one place a problem's ``Diagnostics`` are built: from the scheduler's record of
     the run (ESS and resampling per barrier, engine calls, tokens, deaths, wall time) and
-    the particles the interpreter returns; ``extra`` holds what only this interpreter knows."""
+    the particles the interpreter returns; ``weights`` what their weights are (see
+    ``Diagnostics``); ``extra`` holds what only this interpreter knows."""
     return Diagnostics(
         algorithm=algorithm,
         particles=len(particles),
@@ -49,6 +56,7 @@ def diagnostics(
         deaths=list(run.deaths),
         extra=extra,
         barrier_wait=run.barrier_wait,
+        weights=weights,
     )
 
 

@@ -77,6 +77,7 @@ class Particle:
     key: tuple[int, ...]
     rng: Randomness
     records: list[list] = field(default_factory=list)
+    asked: list[list] = field(default_factory=list)  # per choice site, what it asked for each answer
     barriers_passed: int = 0
     log_weight: float = 0.0
     anchor: float = 0.0
@@ -99,6 +100,7 @@ class Particle:
             key=key,
             rng=rng,
             records=[list(answers) for answers in self.records],
+            asked=[list(steps) for steps in self.asked],
             sites=list(self.sites),
             increments=list(self.increments),
             execution=None,
@@ -142,16 +144,42 @@ class Resume(Messenger):
         if msg.resolve is None:
             msg.done = True
             return
-        records = self.particle.records
-        if self.choice_index == len(records):
+        particle = self.particle
+        records, asked = particle.records, particle.asked
+        index = self.choice_index
+        if index == len(records):
             records.append([])
-        answers = records[self.choice_index]
+        while len(asked) <= index:
+            asked.append([])
+        recorded = records[index]
         self.choice_index += 1
-        resolve_site(msg, answers, self.answer)
+        if not recorded:
+            resolve_site(msg, recorded, self.answer)
+            return
+        # Replay: the site gets its recorded answers only if it asks what it asked when it
+        # first ran. A program that differs on replay (Python's ``random``, a clock, global
+        # state) would otherwise be given answers to other questions, silently.
+        answers = records[index] = []
+        expected = asked[index]
+
+        def replay(step: Need | Draw):
+            k = len(answers)
+            if k >= len(recorded):
+                return self.answer(step)  # past the record: live
+            if k < len(expected) and not _same_question(step, expected[k]):
+                raise _Killed(
+                    f"the program differs on replay: random choice {index + 1} ({msg.kind}) asked for "
+                    "something else than when it first ran (a program must be deterministic given "
+                    "what its sites return: no Python random, clocks or outside state)"
+                )
+            return recorded[k]
+
+        resolve_site(msg, answers, replay)
 
     def answer(self, step: Need | Draw):
         """A local draw is made at once; an engine request suspends the particle until the
-        scheduler switches its answer back in."""
+        scheduler switches its answer back in. What was asked is kept with the record."""
+        self.particle.asked[self.choice_index - 1].append(step)
         if isinstance(step, Need):
             self.particle.replayed = self.choice_index
             return self.scheduler.switch(step)
@@ -162,6 +190,21 @@ class Resume(Messenger):
         reason = self.weights.add(msg, len(self.particle.sites) - 1)
         if reason is not None:
             raise _Killed(reason)
+
+
+def _same_question(step: Need | Draw, expected: Need | Draw) -> bool:
+    """Whether a replayed site asks what the record says it asked: the same engine request
+    of the same model, or a draw from the same logits (or the same kind of distribution)."""
+    if type(step) is not type(expected):
+        return False
+    try:
+        if isinstance(step, Need):
+            return step.model is expected.model and bool(step.request == expected.request)
+        if step.logits is not None or expected.logits is not None:
+            return step.logits == expected.logits
+        return type(step.distribution) is type(expected.distribution)
+    except Exception:  # values that do not compare (arrays): nothing to go on
+        return True
 
 
 class Execution:
