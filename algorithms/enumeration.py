@@ -165,8 +165,9 @@ class Enumeration(Algorithm):
     def __init__(self, max_traces: int = 200_000):
         self.max_traces = MAX_TRACES.check(max_traces)
 
-    def schedule(self, problems, max_in_flight):
-        """Exact, so the randomness changes nothing; each problem is yielded as it is done."""
+    def schedule(self, problems, max_in_flight, watch=None):
+        """Exact, so the randomness changes nothing; each problem is yielded as it is done
+        (no steps or particles to watch: ``watch`` is not called)."""
 
         def exact():
             for index, program, args, kwargs, _, _ in problems:

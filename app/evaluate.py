@@ -47,6 +47,7 @@ from ppl.grammar.compiler import has_type
 from ppl.settings import AlgorithmSpec
 
 from .metrics import Sample, aggregate, problem_metrics
+from .progress import Display
 from .records import SCHEMA, jsonable, posterior_record
 
 
@@ -281,15 +282,13 @@ def evaluate(
     for method in methods:  # and every budget: an interpreter that cannot take one stops nothing midway
         for budget in budgets:
             method.at(budget)
-    bar = None
     total = len(methods) * len(budgets) * len(tasks)
-    if progress:
-        from tqdm.auto import tqdm  # imported only when a progress bar is shown
-
-        already = sum((m.algorithm, b, t.id) in done for m in methods for b in budgets for t in tasks)
-        bar = tqdm(total=total, initial=already, unit="task", file=sys.stderr, desc="eval")
+    already = sum((m.algorithm, b, t.id) in done for m in methods for b in budgets for t in tasks)
+    if already:
+        print(f"tts eval: resuming {out_path}: {already} of {total} task runs already done", file=sys.stderr)
+    bar = Display(total, "eval", unit="tasks", done=already, enabled=progress and already < total)
     try:
-        with open(out_path, "a", encoding="utf-8") as out:
+        with bar, open(out_path, "a", encoding="utf-8") as out:
             for method in methods:
                 for budget in budgets:
                     todo = [t for t in tasks if (method.algorithm, budget, t.id) not in done]
@@ -310,8 +309,7 @@ def evaluate(
                         max_in_flight,
                     )
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     return read_results(out_path)
 
 
@@ -321,16 +319,14 @@ def _run_segment(
     algorithm = method.at(budget)
     by_index = {t.index: t for t in todo}
     ks = sorted({k for k in (ks or _powers_of_two(budget)) if k >= 1})
-    if bar is not None:
-        bar.set_description(f"{method.algorithm} @ {budget}")
+    bar.describe(f"{method.algorithm} @ {budget}")
 
     def finished(index: int, posterior) -> None:
         record = task_record(by_index[index], method, budget, posterior, seed=seed, program=digest, ks=ks)
         _append(out, record)
         if on_record is not None:
             on_record(record)
-        if bar is not None:
-            bar.update(1)
+        bar.advance()
 
     started = time.perf_counter()
     results = algorithm.run(
@@ -340,6 +336,7 @@ def _run_segment(
         ids=[t.index for t in todo],
         progress=finished,
         max_in_flight=max_in_flight,
+        watch=bar.watch,
     )
     stats = results.stats
     _append(

@@ -15,7 +15,7 @@ from typing import Any
 from .posterior import Diagnostics, Posterior, WeightedParticle, log_mean_exp
 from .program import as_program
 from .randomness import SeededSource, Source, Stream, key
-from .scheduler import DEAD, Particle, ProblemRun, RunStats, Scheduler
+from .scheduler import DEAD, Particle, ProblemRun, RunProgress, RunStats, Scheduler
 from .settings import Setting
 
 
@@ -112,6 +112,7 @@ class Algorithm:
         progress: bool | Callable = False,
         ids: Iterable[int] | None = None,
         max_in_flight: int | None = None,
+        watch: Callable[[RunProgress], None] | None = None,
     ) -> Results:
         """Run ``program`` on every problem (a tuple of arguments, a dict of keyword
         arguments, or a single argument) and return their Posteriors in order.
@@ -120,7 +121,9 @@ class Algorithm:
         its result does not depend on which other problems are in flight; pass ``ids`` to
         resume part of a dataset with the seeds of an uninterrupted run. ``max_in_flight``
         bounds the particles in flight (None: every problem at once); ``progress`` is True
-        for a progress bar or ``callback(id, posterior)``, called as each problem finishes.
+        for a progress bar or ``callback(id, posterior)``, called as each problem finishes;
+        ``watch(RunProgress)`` is called a few times a second with where the run stands
+        (steps, live particles, ESS, tokens, requests in the engines) for a live display.
         """
         program = as_program(program)
         problems = list(problems)
@@ -132,7 +135,12 @@ class Algorithm:
         on_done, bar = _progress(progress, len(problems), self.name)
         completed = {}
         stream = self.stream(
-            program, zip(ids, problems), seed=seed, randomness=randomness, max_in_flight=max_in_flight
+            program,
+            zip(ids, problems),
+            seed=seed,
+            randomness=randomness,
+            max_in_flight=max_in_flight,
+            watch=watch,
         )
         try:
             for index, posterior in stream:
@@ -154,6 +162,7 @@ class Algorithm:
         seed: int = 0,
         randomness: Source | None = None,
         max_in_flight: int | None = None,
+        watch: Callable[[RunProgress], None] | None = None,
     ) -> ResultStream:
         """Run ``(id, problem)`` pairs, yielding ``(id, posterior)`` as each problem finishes.
 
@@ -174,13 +183,13 @@ class Algorithm:
                 args, kwargs = program.bind(problem)
                 yield index, program, args, kwargs, self, source
 
-        return self.schedule(bound(), max_in_flight)
+        return self.schedule(bound(), max_in_flight, watch)
 
-    def schedule(self, problems: Iterator, max_in_flight: int | None) -> ResultStream:
+    def schedule(self, problems: Iterator, max_in_flight: int | None, watch=None) -> ResultStream:
         """The scheduler run behind ``stream``. Interpreters that do not run particles on
         the scheduler (exact enumeration) override this; they must still yield every problem
         as it is done: that is how ``tts run`` writes its results."""
-        scheduler = Scheduler(max_particles=max_in_flight, feed=problems)
+        scheduler = Scheduler(max_particles=max_in_flight, feed=problems, watch=watch)
         return ResultStream(scheduler.results(), scheduler.stats)
 
 

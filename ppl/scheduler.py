@@ -325,6 +325,7 @@ class RunStats:
     and engine occupancy over time — ``(seconds since start, sequences in the engines)``."""
 
     rounds: int = 0
+    tokens_out: int = 0  # generated tokens of every problem so far
     calls: dict = field(default_factory=lambda: defaultdict(int))
     batch_sizes: dict = field(default_factory=lambda: defaultdict(list))
     occupancy: list[tuple[float, int]] = field(default_factory=list)
@@ -336,6 +337,31 @@ class RunStats:
 
     def record_occupancy(self, sequences: int) -> None:
         self.occupancy.append((time.perf_counter() - self.started, sequences))
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """A snapshot of a run for a live display (``Scheduler(watch=...)``, ``Algorithm.run(...,
+    watch=...)``): the core reports, the application renders — the core draws nothing.
+
+    ``steps`` is the furthest step barrier any problem in flight has passed; ``ess`` the
+    mean of the in-flight problems' latest ESS (None before any resampling decision) and
+    ``particles`` their particles; ``waiting`` the requests in the engines right now."""
+
+    elapsed: float
+    done: int
+    active: int
+    queued: int
+    steps: int
+    live: int
+    particles: int
+    ess: float | None
+    tokens_out: int
+    waiting: int
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens_out / self.elapsed if self.elapsed > 0 else 0.0
 
 
 def _model_name(model) -> str:
@@ -363,7 +389,8 @@ class Scheduler:
     new particles running (a new sweep, a new MCMC round) and the problem stays in flight.
 
     ``max_particles`` / ``max_problems`` bound what is in flight; problems beyond them wait
-    in the queue (at least one problem is always admitted, whatever its size).
+    in the queue (at least one problem is always admitted, whatever its size). ``watch``
+    is called with a ``RunProgress`` at most every ``watch_every`` seconds, between rounds.
     """
 
     def __init__(
@@ -372,6 +399,8 @@ class Scheduler:
         max_particles: int | None = None,
         max_problems: int | None = None,
         feed: Iterator[tuple] | None = None,
+        watch: Callable[[RunProgress], None] | None = None,
+        watch_every: float = 0.25,
     ):
         if max_particles is not None and (
             isinstance(max_particles, bool) or not isinstance(max_particles, int) or max_particles < 1
@@ -389,6 +418,9 @@ class Scheduler:
         self._runs: dict[int, ProblemRun] = {}  # the active problems by id
         self._streams: dict[int, Any] = {}  # id(model) → streaming model with requests in flight
         self._tickets: dict[tuple[int, Any], _Ticket] = {}
+        self.watch = watch
+        self.watch_every = watch_every
+        self._watched = -math.inf
 
     # --- problems in and out -------------------------------------------------------------
 
@@ -421,6 +453,32 @@ class Scheduler:
             for run in finished:
                 yield run.index, self.completed[run.index]
             self._dispatch()
+            if self.active:
+                self._report()
+
+    def progress(self) -> RunProgress:
+        """Where the run stands now."""
+        latest = [run.ess[-1] for run in self.active if run.ess]
+        return RunProgress(
+            elapsed=time.perf_counter() - self.stats.started,
+            done=len(self.completed),
+            active=len(self.active),
+            queued=len(self.queue),
+            steps=max((run.step for run in self.active), default=0),
+            live=sum(p.status != DEAD for run in self.active for p in run.particles),
+            particles=self._in_flight(),
+            ess=sum(latest) / len(latest) if latest else None,
+            tokens_out=self.stats.tokens_out,
+            waiting=len(self._tickets),
+        )
+
+    def _report(self) -> None:
+        if self.watch is None:
+            return
+        now = time.perf_counter()
+        if now - self._watched >= self.watch_every:
+            self._watched = now
+            self.watch(self.progress())
 
     def _in_flight(self) -> int:
         return sum(len(run.particles) for run in self.active)
@@ -582,6 +640,7 @@ class Scheduler:
             tokens_in, tokens_out = part.tokens(answer)
             run.tokens_in += tokens_in
             run.tokens_out += tokens_out
+            self.stats.tokens_out += tokens_out
         particle.answer = request.take(list(answers))
         particle.status = RUNNING
 
