@@ -150,6 +150,7 @@ class BeamSearch(Algorithm):
             finished_early=len(state.kept),
             subtree=[g for g, _ in ended],
             properly_weighted=False,
+            weights="score",
         )
         return Posterior(particles, self.log_evidence(run), summary)
 

@@ -172,6 +172,7 @@ def enumerate_program(program, args=(), *, max_traces: int = 200_000) -> Posteri
         wall_time=time.perf_counter() - started,
         dead=sum(p.status == "dead" for p in particles),
         deaths=[p.error for p in particles if p.error],
+        weights="exact",
     )
     return Posterior(particles, log_z, diagnostics)
 
@@ -188,9 +189,10 @@ class Enumeration(Algorithm):
     def __init__(self, max_traces: int = 200_000):
         self.max_traces = MAX_TRACES.check(max_traces)
 
-    def schedule(self, problems, max_in_flight, *, trace=False):
+    def schedule(self, problems, max_in_flight, *, trace=False, watch=None):
         """Exact, so the randomness changes nothing; each problem is yielded as it is done.
-        Its traces are its particles (one per path): there is no genealogy to keep."""
+        Its traces are its particles (one per path): there is no genealogy to keep, and no
+        steps or particles to watch (``watch`` is not called)."""
 
         def exact():
             for index, program, args, kwargs, _, _ in problems:

@@ -169,6 +169,7 @@ class ParticleGibbs(Algorithm):
                 k = sweep_key(run.index, state.sweep, step + 1, j)
                 child = parent.clone(k, source(*k))
                 del child.records[parent.replayed :]  # a copy of the reference forgets its future
+                del child.asked[parent.replayed :]
             children.append(child)
         reset = self.resampled_weight(log_weights, conditional)
         for child in children:
@@ -256,6 +257,7 @@ class ParticleGibbs(Algorithm):
             particles_per_sweep=self.particles,
             reference_changed=state.changed / max(1, state.sweep - 1),
             rejuvenation_acceptance=state.accepted / max(1, self.rejuvenate * state.sweep),
+            weights="equal",
         )
         return Posterior(particles, self.log_evidence(run), summary)
 

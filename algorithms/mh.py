@@ -65,9 +65,9 @@ PROPOSALS = ("suffix", "independent")
 def restarted(particle: Particle, keep: int, key: tuple[int, ...], rng) -> Particle:
     """A new particle that replays the first ``keep`` answers of ``particle`` and runs on
     from there: weight zero, no barrier passed, its own key and randomness."""
-    return Particle(
-        particle.problem, key, rng, records=[list(a) for a in particle.records[:keep]], parent=particle.key
-    )
+    records = [list(a) for a in particle.records[:keep]]
+    asked = [list(a) for a in particle.asked[:keep]]
+    return Particle(particle.problem, key, rng, records=records, asked=asked, parent=particle.key)
 
 
 def sites_of(particle: Particle) -> int:
@@ -226,6 +226,7 @@ class MH(Algorithm):
             acceptance=[a / self.steps for a in state.accepted],
             chains=self.chains,
             proposal=self.proposal,
+            weights="equal",
         )
         return Posterior(particles, None, summary)
 

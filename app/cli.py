@@ -30,17 +30,20 @@ import time
 from pathlib import Path
 
 import ppl
-from ppl.backends.embedded import ModelNotAvailableError, list_models, prepare
+from ppl.backends.embedded import ModelNotAvailableError, cache_root, list_models, prepare
+from ppl.backends.vllm import ENGINE_LOG
 from ppl.grammar import LANGUAGE_VERSION, TtsError, TtsRuntimeError
 from ppl.grammar.compiler import has_type
 
 from . import evaluate as ev
 from . import report
-from .errors import UsageError, UserError
-from .loading import check, load
+from .errors import Interrupted, UsageError, UserError
+from .loading import check, describe_models, load
 from .models import backend_names
+from .progress import Display
 from .records import run_record, summary_table, trace_record
 from .render import every_prompt, first_prompt, format_first, format_requests
+from .resume import finished as finished_records
 from .view import describe_all, read_results
 
 # ---- inputs -------------------------------------------------------------------------------------
@@ -157,6 +160,11 @@ def _close_engines(module) -> None:
             close()
 
 
+def _engine_log() -> str:
+    log = os.environ.get(ENGINE_LOG)
+    return f"; the engine's own output is in {log}" if log and Path(log).is_file() else ""
+
+
 def _infer_program(module, path: str):
     if module.infer is None:
         raise UserError(f"{path} has no infer clause: add one, like `infer PROGRAM with smc(particles = 16)`")
@@ -182,6 +190,8 @@ def cmd_check(args) -> int:
         )
         infer = f"; {checked.infer.describe()}" if checked.infer else ""
         print(f"{path}: ok — {programs or 'no programs'}{infer}")
+        for line in describe_models(checked):
+            print(f"  {line}")
     return 1 if failed else 0
 
 
@@ -190,19 +200,29 @@ DEFAULT_IN_FLIGHT = 256  # particles: a full batch for vLLM on a small machine, 
 
 def cmd_run(args) -> int:
     module = _load(args.file, args.backend, _backend_options(args))
+    for line in describe_models(module.checked, args.backend, only_unknown=True):
+        print(f"tts run: note: {line}", file=sys.stderr)
     infer = _infer_program(module, args.file)
     if args.particles is not None:
         if "particles" not in infer.info.settings:
             raise UsageError(f"--particles: {infer.info.algorithm}() has no particles")
         infer = infer.with_settings(particles=args.particles)
     problems = problems_from(args, module, infer.info.program)
-    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    if args.resume and not args.out:
+        raise UsageError("--resume continues the results file of --out: give it")
     records: list[dict] = []
-    bar = None
-    if len(problems) > 1 and not args.no_progress:
-        from tqdm.auto import tqdm  # imported only when a progress bar is shown
-
-        bar = tqdm(total=len(problems), desc=infer.info.algorithm, unit="problem", file=sys.stderr)
+    if args.resume:
+        records = list(finished_records(Path(args.out), problems).values())
+        print(
+            f"tts run: resuming {args.out}: {len(records)} of {len(problems)} problems already done",
+            file=sys.stderr,
+        )
+    done = {r["id"] for r in records}
+    ids = [i for i in range(len(problems)) if i not in done]
+    out = open(args.out, "a" if args.resume else "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    display = Display(
+        len(problems), infer.info.algorithm, done=len(done), enabled=not args.no_progress and bool(ids)
+    )
 
     traced = args.trace or args.report is not None  # a report shows the genealogy: keep it
 
@@ -212,28 +232,37 @@ def cmd_run(args) -> int:
         records.append(full)
         out.write(json.dumps(full if args.trace else line, ensure_ascii=False) + "\n")
         out.flush()
-        if bar is not None:
-            bar.update(1)
+        display.advance()
 
     started = time.perf_counter()
     try:
-        results = infer.algorithm.run(
-            infer.program,
-            problems,
-            seed=args.seed,
-            progress=finished,
-            max_in_flight=args.in_flight,
-            trace=traced,
-        )
+        with display:
+            results = infer.algorithm.run(
+                infer.program,
+                [problems[i] for i in ids],
+                ids=ids,
+                seed=args.seed,
+                progress=finished,
+                max_in_flight=args.in_flight,
+                watch=display.watch,
+                trace=traced,
+            )
     except ppl.EngineError as error:
         if args.report and records:  # the problems that finished are reported all the same
             report.write(args.report, report.run_report(records))
         raise UserError(
-            f"the engine failed: {error} ({len(records)} of {len(problems)} results were written)"
+            f"the engine failed: {error} ({len(records)} of {len(problems)} results were written"
+            f"{_engine_log()})"
         ) from None
+    except KeyboardInterrupt:
+        saved = (
+            f"{len(records)} of {len(problems)} results are in {args.out}"
+            if args.out
+            else (f"{len(records)} of {len(problems)} results were printed")
+        )
+        resume = "; run the same command with --resume to run the rest" if args.out else ""
+        raise Interrupted(f"interrupted: {saved}{resume}") from None
     finally:
-        if bar is not None:
-            bar.close()
         if args.out:
             out.close()
         _close_engines(module)
@@ -285,7 +314,13 @@ def cmd_eval(args) -> int:
             )
         except ppl.EngineError as error:
             raise UserError(
-                f"the engine failed: {error} (the results so far are in {out}; run again to resume)"
+                f"the engine failed: {error} (the results so far are in {out}; run again to resume"
+                f"{_engine_log()})"
+            ) from None
+        except KeyboardInterrupt:
+            saved = sum(r.get("kind") == "task" for r in ev.read_results(out))
+            raise Interrupted(
+                f"interrupted: {saved} task results are saved in {out}; run the same command to resume"
             ) from None
         finally:
             _close_engines(module)
@@ -460,6 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="URL",
             help="an OpenAI-compatible server for --backend openai, repeatable (e.g. http://127.0.0.1:8000)",
         )
+        sub.add_argument(
+            "--verbose",
+            action="store_true",
+            help="show the engine's own output (vLLM's log and start-up messages) instead of filing it",
+        )
 
     run = commands.add_parser(
         "run",
@@ -477,7 +517,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--out", metavar="FILE.jsonl", help="write the results here (default: standard output)")
     run.add_argument("--particles", type=_positive, metavar="N", help="override the infer clause's particles")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--no-progress", action="store_true", help="no progress display")
+    run.add_argument(
+        "--resume", action="store_true", help="keep the results already in --out and run only the rest"
+    )
     run.add_argument(
         "--trace", action="store_true", help="keep every particle's sites and the genealogy in the results"
     )
@@ -652,14 +695,26 @@ def _positive(text: str) -> int:
     return value
 
 
+def quiet_engines(verbose: bool) -> None:
+    """vLLM's INFO and WARNING lines and its processes' start-up noise drown the output: keep
+    them out of the way (the engine's output goes to a log file, named when it starts) unless
+    ``--verbose``."""
+    if verbose:
+        os.environ["VLLM_LOGGING_LEVEL"] = "INFO"
+        os.environ.pop(ENGINE_LOG, None)
+        return
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault(ENGINE_LOG, str(cache_root() / "logs" / "engine.log"))
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``tts`` console script; returns the exit status."""
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # vLLM's INFO and WARNING lines drown the output
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    quiet_engines(getattr(args, "verbose", False))
     try:
         return args.handler(args)
     except TtsError as error:
@@ -671,6 +726,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"tts {args.command}: {error}", file=sys.stderr)
         return 2
+    except Interrupted as error:
+        print(f"tts {args.command}: {error}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         return 130
 

@@ -9,3 +9,7 @@ class UserError(Exception):
 
 class UsageError(Exception):
     """A problem with the command line: reported as a message, exit status 2."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C: reported with what was saved and how to resume, exit status 130."""

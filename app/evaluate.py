@@ -44,9 +44,11 @@ from pathlib import Path
 
 from ppl.algorithms import ALGORITHMS
 from ppl.backends.verifiers import CHECKERS, check, python_tests_run
+from ppl.grammar.compiler import has_type
 from ppl.settings import AlgorithmSpec
 
 from .metrics import Sample, aggregate, problem_metrics
+from .progress import Display
 from .records import SCHEMA, jsonable, posterior_record
 
 
@@ -151,20 +153,29 @@ def _spec(algorithm: str) -> AlgorithmSpec:
 
 def program_inputs(task: Task, signature) -> dict:
     """The keyword inputs of the program for ``task``: its input text for a one-input program,
-    or its input object's fields."""
+    or its input object's fields. Each must have its parameter's type (as ``tts run`` checks):
+    a task that cannot be run is refused before anything runs, not scored as wrong."""
     names = [name for name, _ in signature]
     if isinstance(task.input, dict):
         if set(task.input) != set(names):
             raise EvalError(
                 f"task {task.id}: the inputs are {', '.join(names) or 'none'}, got {', '.join(task.input)}"
             )
-        return dict(task.input)
-    if len(names) != 1:
+        inputs = dict(task.input)
+    elif len(names) != 1:
         raise EvalError(
             f"task {task.id}: the program has {len(names)} inputs ({', '.join(names) or 'none'}); "
             "write the task's input as an object of them"
         )
-    return {names[0]: task.input}
+    else:
+        inputs = {names[0]: task.input}
+    for name, t in signature:
+        if not has_type(inputs[name], t):
+            article = "an" if str(t)[0] in "aeiou" else "a"
+            raise EvalError(
+                f"task {task.id}: the input '{name}' must be {article} {t}, got {json.dumps(inputs[name])}"
+            )
+    return inputs
 
 
 def answer_text(value):
@@ -274,16 +285,17 @@ def evaluate(
                 "resume with the same program and --seed, or write to another --out"
             )
     done = {(r["algorithm"], r["budget"], r["id"]) for r in existing if r.get("kind") == "task"}
-    inputs = {task.id: program_inputs(task, signature) for task in tasks}
-    bar = None
+    inputs = {task.id: program_inputs(task, signature) for task in tasks}  # every task checked first
+    for method in methods:  # and every budget: an interpreter that cannot take one stops nothing midway
+        for budget in budgets:
+            method.at(budget)
     total = len(methods) * len(budgets) * len(tasks)
-    if progress:
-        from tqdm.auto import tqdm  # imported only when a progress bar is shown
-
-        already = sum((m.algorithm, b, t.id) in done for m in methods for b in budgets for t in tasks)
-        bar = tqdm(total=total, initial=already, unit="task", file=sys.stderr, desc="eval")
+    already = sum((m.algorithm, b, t.id) in done for m in methods for b in budgets for t in tasks)
+    if already:
+        print(f"tts eval: resuming {out_path}: {already} of {total} task runs already done", file=sys.stderr)
+    bar = Display(total, "eval", unit="tasks", done=already, enabled=progress and already < total)
     try:
-        with open(out_path, "a", encoding="utf-8") as out:
+        with bar, open(out_path, "a", encoding="utf-8") as out:
             for method in methods:
                 for budget in budgets:
                     todo = [t for t in tasks if (method.algorithm, budget, t.id) not in done]
@@ -304,8 +316,7 @@ def evaluate(
                         max_in_flight,
                     )
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     return read_results(out_path)
 
 
@@ -315,16 +326,14 @@ def _run_segment(
     algorithm = method.at(budget)
     by_index = {t.index: t for t in todo}
     ks = sorted({k for k in (ks or _powers_of_two(budget)) if k >= 1})
-    if bar is not None:
-        bar.set_description(f"{method.algorithm} @ {budget}")
+    bar.describe(f"{method.algorithm} @ {budget}")
 
     def finished(index: int, posterior) -> None:
         record = task_record(by_index[index], method, budget, posterior, seed=seed, program=digest, ks=ks)
         _append(out, record)
         if on_record is not None:
             on_record(record)
-        if bar is not None:
-            bar.update(1)
+        bar.advance()
 
     started = time.perf_counter()
     results = algorithm.run(
@@ -334,6 +343,7 @@ def _run_segment(
         ids=[t.index for t in todo],
         progress=finished,
         max_in_flight=max_in_flight,
+        watch=bar.watch,
     )
     stats = results.stats
     _append(

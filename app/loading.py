@@ -30,13 +30,13 @@ all of it and is the entry point users and tests call.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
 from ppl import grammar
 from ppl.algorithms import ALGORITHMS
 from ppl.backends import verifiers
-from ppl.backends.judge import Judge
 from ppl.backends.sandbox import Sandbox
 from ppl.backends.tools import PythonTool, Retriever
 from ppl.grammar import Catalog, Checked, Module, TtsError
@@ -76,6 +76,23 @@ def load(
     return grammar.compile(checked, resolved)
 
 
+def describe_models(checked: Checked, backend: str | None = None, *, only_unknown: bool = False) -> list[str]:
+    """One line per ``model(...)`` of the file: which model its name resolves to on the
+    backend (``--backend``, else its own, else tabular); ``only_unknown``: just the names
+    that are no model (no name given, or a name only the tabular backend stands in for)."""
+    lines = []
+    for name, use in checked.uses.items():
+        if use.kind != "model":
+            continue
+        chosen = backend or use.settings.get("backend") or "tabular"
+        what, known = registry.resolves_to(use.settings.get("name"), chosen)
+        if only_unknown and known and use.settings.get("name") is not None:
+            continue
+        spelt = json.dumps(use.settings["name"]) if use.settings.get("name") is not None else ""
+        lines.append(f"{name} = model({spelt}) is {what}")
+    return lines
+
+
 def resolve_models(
     checked: Checked, backend: str | None, given: Mapping[str, object], options: Mapping[str, object]
 ) -> dict:
@@ -111,7 +128,9 @@ def resolve_models(
             except (OSError, ValueError) as error:
                 problems.append(Diagnostic(use.settings_pos.get("path", use.pos), str(error)))
         elif use.kind == "judge" and use.settings["model"] in resolved:
-            resolved[name] = Judge(resolved[use.settings["model"]], use.settings["question"], name=name)
+            resolved[name] = registry.make_judge(
+                resolved[use.settings["model"]], use.settings["question"], name
+            )
         elif use.kind == "prm" and use.settings["model"] is not None:
             if use.settings["model"] in resolved:
                 lm = resolved[use.settings["model"]]

@@ -34,7 +34,7 @@ from ppl.backends.openai import OpenAICompatible
 from ppl.backends.pooling import PoolingPRM
 from ppl.backends.prm import AGGREGATIONS as PRM_AGGREGATIONS
 from ppl.backends.prm import DEFAULT_QUESTION, JudgeSteps, ProcessReward
-from ppl.backends.tabular import TabularLM
+from ppl.backends.tabular import TabularJudge, TabularLM
 from ppl.backends.vllm import INSTALL_HINT, VLLM
 from ppl.errors import PPLError
 
@@ -80,9 +80,19 @@ def load_model(name: str = DEFAULT_MODEL, backend: str = "tabular", **options):
     return registry[backend].model(name, **options)
 
 
+def make_judge(lm, question: str, name: str | None = None):
+    """The LM-as-judge of ``judge(lm, question = ...)``: ``Judge`` (the odds of Yes against
+    No) on a real engine; on the tabular backend's character-level LMs, whose Yes/No odds
+    after a fixed prompt ending are the same for every answer, a ``TabularJudge`` whose
+    verdict depends on the text, so offline runs resample and rank."""
+    if isinstance(lm, CharacterLM):
+        return TabularJudge(lm, question, name=name)
+    return Judge(lm, question, name=name)
+
+
 def judge_prm(lm, aggregate: str = "prod", question: str | None = None, name: str | None = None):
     """A process reward from a language model judging each step (any backend)."""
-    judge = Judge(lm, question or DEFAULT_QUESTION)
+    judge = make_judge(lm, question or DEFAULT_QUESTION)
     return ProcessReward(JudgeSteps(judge), aggregate, name=name)
 
 
@@ -102,7 +112,10 @@ def load_prm(name: str, backend: str = "tabular", aggregate: str = "prod", **opt
     if backend == "vllm":
         source = _model_source(name, "vllm")
         _require_vllm()
-        return ProcessReward(PoolingPRM(source, **options), aggregate, name=name)
+        try:
+            return ProcessReward(PoolingPRM(source, **options), aggregate, name=name)
+        except ValueError as error:  # an engine setting vLLM does not have
+            raise BackendError(str(error)) from None
     names = backend_names()
     if backend in names:
         raise BackendError(
@@ -110,6 +123,31 @@ def load_prm(name: str, backend: str = "tabular", aggregate: str = "prod", **opt
             "prm(model = ...) judges steps with a model on any backend"
         )
     raise BackendError(f"unknown backend '{backend}'; the backends are {', '.join(sorted(names))}")
+
+
+def resolves_to(name: str | None, backend: str) -> tuple[str, bool]:
+    """What ``model(name)`` is on ``backend``, in words, without loading anything — and
+    whether the name is a model (a demo LM, an embedded model or a model folder) rather
+    than a stand-in or nothing at all."""
+    if name is None:
+        what, known = resolves_to(DEFAULT_MODEL, backend)
+        return f"the default model '{DEFAULT_MODEL}' (no name given): {what}", known
+    folder = (Path(name) / "config.json").is_file()
+    if backend == "tabular":
+        if name in demo_tables():
+            return f"the demo LM '{name}' (a word-level bigram table)", True
+        if embedded(name) or folder:
+            return f"a character-level tabular LM standing in for '{name}' (--backend vllm runs it)", True
+        return (
+            f"a character-level tabular LM seeded by the name '{name}'; no model has this name "
+            "(the vllm and openai backends refuse it)",
+            False,
+        )
+    if embedded(name):
+        return f"the embedded model '{name}' on {backend}", True
+    if folder:
+        return f"the model folder {name} on {backend}", True
+    return f"no model on {backend} (it is refused before any engine starts)", False
 
 
 # ---- the real engines -------------------------------------------------------------------------
@@ -130,7 +168,10 @@ def vllm_model(name: str, **engine_settings):
     """The vLLM offline engine for ``name`` (started on its first request)."""
     source = _model_source(name, "vllm")
     _require_vllm()
-    return VLLM(source, **engine_settings)
+    try:
+        return VLLM(source, **engine_settings)
+    except ValueError as error:  # an engine setting vLLM does not have (--engine KEY=VALUE)
+        raise BackendError(str(error)) from None
 
 
 def _require_vllm() -> None:

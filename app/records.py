@@ -80,9 +80,11 @@ def posterior_record(posterior: Posterior) -> dict:
     evidence = posterior.log_evidence  # None: the algorithm targets the mode and estimates no evidence
     out["log_evidence"] = _finite(evidence) if evidence is not None else None
     out["evidence"] = "none" if evidence is None else ("zero" if evidence == -math.inf else "estimated")
-    out["final_ess"] = round(effective_sample_size(posterior.log_weights), 3)
-    out["ess"] = [round(float(e), 3) for e in d.ess]  # before each resampling decision
-    out["resampled"] = [bool(r) for r in d.resampled]
+    if d.weights == "importance":  # an ESS of scores, MCMC samples or exact probabilities means nothing
+        out["final_ess"] = round(effective_sample_size(posterior.log_weights), 3)
+    if d.weights == "importance" or d.ess:  # interpreters that decide resampling by the ESS
+        out["ess"] = [round(float(e), 3) for e in d.ess]  # before each resampling decision
+        out["resampled"] = [bool(r) for r in d.resampled]
     out["tokens_in"] = d.tokens_in
     out["tokens_out"] = d.tokens_out
     out["engine_calls"] = d.engine_calls
@@ -235,7 +237,7 @@ def summary_table(records: list[dict], wall_time: float, engine_calls: int) -> s
                 str(r["id"]),
                 answer,
                 evidence,
-                f"{r['final_ess']:.1f}",
+                f"{r['final_ess']:.1f}" if "final_ess" in r else "n/a",
                 str(r["tokens_out"]),
                 f"{d['dead']}/{d['particles']}",
             )

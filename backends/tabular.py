@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ppl.interfaces import GenRequest, NextTokenRequest, ScoreRequest, Segment, Usage
+from ppl.interfaces import GenRequest, NextTokenRequest, RewardRequest, ScoreRequest, Segment, Usage
 from ppl.posterior import logsumexp
 from ppl.randomness import Randomness, SeededRandomness, categorical
 
@@ -266,3 +266,62 @@ class TabularLM:
 def _fresh_seed() -> int:
     """A seed from the operating system's entropy, for requests that carry none."""
     return int(np.random.SeedSequence().generate_state(1)[0])
+
+
+class TabularJudge:
+    """The tabular world's LM-as-judge: a verdict that depends on the text it judges.
+
+    On a tabular LM the real ``Judge`` (``ppl.backends.judge``) reads p(Yes) after a prompt
+    that always ends in the same words, and a table of small order sees only those words:
+    every verdict is the same, weights stay uniform and nothing resamples. This judge asks
+    instead how *typical* the answer is for the LM right after the problem: over its n
+    tokens, how much likelier each was than the LM's average at that point (its entropy),
+
+        logit = Σ_i (log p(a_i | problem, a_<i) + H(p(· | problem, a_<i))) / √n,
+
+    which is 0 on average for text the LM writes itself, positive for text more predictable
+    than that, negative for less (and 0 for an empty answer). Dividing by √n keeps its spread
+    near one nat whatever the length. Exact, memoised per (problem, answer), one batch per
+    call; the ``tts`` tabular backend gives it to ``judge(...)`` and ``prm(model = ...)`` on
+    character-level LMs, so offline runs of the examples resample and rank.
+
+        >>> lm = TabularLM.random(list("abc"), order=1, seed=3)
+        >>> judge = TabularJudge(lm, "Is this right?")
+        >>> a, b, again = judge.reward([RewardRequest(("ab", t)) for t in ("aaaa", "bbbb", "aaaa")])
+        >>> a == again != b, judge.usage.requests, judge.reward([RewardRequest(("ab", ""))])
+        (True, 2, [0.0])
+    """
+
+    def __init__(self, lm: TabularLM, question: str, *, name: str | None = None):
+        self.lm = lm
+        self.question = question
+        self.name = name or f"judge({lm.name})"
+        self.usage = Usage()
+        self._memo: dict[tuple, float] = {}
+
+    def verdict(self, problem: str, answer: str) -> float:
+        """The log odds for one (problem, answer) pair, computed exactly from the table."""
+        prompt, tokens = tuple(self.lm.encode(problem)), tuple(self.lm.encode(answer))
+        if not tokens:
+            return 0.0
+        context, total = prompt + tokens, 0.0
+        for i, token in enumerate(tokens):
+            logprobs = self.lm.next_logprobs(context[: len(prompt) + i], 1.0)
+            finite = np.isfinite(logprobs)
+            entropy = -float(np.sum(np.exp(logprobs[finite]) * logprobs[finite]))
+            total += float(logprobs[token]) + entropy
+        return total / math.sqrt(len(tokens))
+
+    def reward(self, requests: Sequence[RewardRequest]) -> list[float]:
+        started = time.perf_counter()
+        new = list(dict.fromkeys(r.args for r in requests if r.args not in self._memo))
+        for args in new:
+            if len(args) != 2:
+                raise ValueError(f"{self.name} needs (problem, answer), got {len(args)} arguments")
+            self._memo[args] = self.verdict(str(args[0]), str(args[1]))
+        self.usage.requests += len(new)
+        self.usage.record_call(len(requests), started)
+        return [self._memo[r.args] for r in requests]
+
+    def __repr__(self) -> str:
+        return f"TabularJudge({self.lm!r}, question={self.question!r})"

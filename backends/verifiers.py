@@ -8,13 +8,27 @@ models through ``verifier(name)``, a batched, memoised ``FunctionReward`` whose 
 
 | name | reference | passes when |
 |---|---|---|
-| ``math`` | an expression (``"42"``, ``"\\\\frac{1}{2}"``) | ``math-verify`` finds the answer equal to it (maths equivalence, not a regex) |
+| ``math`` | an expression (``"42"``, ``"\\\\frac{1}{2}"``) | the answer's final expression (the extraction rules below) is mathematically equal to it (``math-verify``) |
 | ``exact`` | a text | equal after trimming spaces and case |
 | ``regex`` | a Python regular expression | it matches the whole trimmed answer |
 | ``include_words`` | a list of words | every word occurs as a whole word (any case) |
 | ``word_count`` | an integer *n* | the answer has exactly *n* words |
 | ``bullets`` | an integer *n* | the answer is exactly *n* lines starting with ``- `` |
 | ``python_tests`` | Python test code | the answer (code) followed by the tests runs cleanly in the sandbox (``ppl.backends.sandbox``) |
+
+**How ``math`` reads an answer** (``final_expression``), so that garbage around a number is
+not a right answer:
+
+1. the content of the last ``\\boxed{...}``, if there is one; else
+2. what follows the last "answer is" (any case, a colon allowed) on its line, without
+   trailing words (the unit in "The answer is 14 eggs."); else
+3. the whole answer, or what follows its last ``=`` ("6 * 7 = 42" reads 42).
+
+The candidate, trimmed of spaces, surrounding ``$`` and a final period, must then be a
+mathematical expression and nothing else: digits, single-letter variables, LaTeX commands
+(``\\frac``, ``\\sqrt``, ``\\pi``), spaces and ``+ - * / ^ ( ) [ ] { } . , ! %``. Anything
+else — a word ("8 apples"), a stray symbol (``8`_@H&b>Cp``), no expression at all — is
+wrong. Equality is then math-verify's (``0.5`` equals ``\\frac{1}{2}``).
 
 Checkers run trusted code in this process; generated code is only ever run by the
 ``python_tests`` checker, and then in a sandboxed subprocess.
@@ -42,14 +56,51 @@ from types import MappingProxyType
 from .functions import FunctionReward
 
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['’-][A-Za-z0-9]+)*")
+_ANSWER_IS = re.compile(r"answer\s+is\b", re.IGNORECASE)
+_EXPRESSION = re.compile(r"[0-9A-Za-z\\{}()\[\]+\-*/^.,!%\s]+")
+_BARE_WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")  # two letters or more, not a LaTeX command
+_TRAILING_WORDS = re.compile(r"(\s+[A-Za-z]+)+\s*\.?\s*$")
+
+
+def _last_boxed(text: str) -> str | None:
+    """The content of the last ``\\boxed{...}`` (braces balanced), or None."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, i = 1, start + len("\\boxed{")
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i:j]
+    return None
+
+
+def final_expression(answer: str) -> str | None:
+    """The expression the ``math`` checker grades (the rules in the module's docstring), or
+    None when the answer has no final expression that is only an expression."""
+    text = str(answer)
+    candidate = _last_boxed(text)
+    if candidate is None:
+        said = list(_ANSWER_IS.finditer(text))
+        if said:
+            candidate = text[said[-1].end() :].split("\n", 1)[0].lstrip(" :")
+            candidate = _TRAILING_WORDS.sub("", candidate) if re.search(r"[0-9]", candidate) else candidate
+        else:
+            candidate = text.rsplit("=", 1)[-1]
+    candidate = candidate.strip().strip("$").strip()
+    if candidate.endswith(".") and not candidate.endswith(".."):
+        candidate = candidate[:-1].rstrip()
+    if not candidate or not _EXPRESSION.fullmatch(candidate) or _BARE_WORD.search(candidate):
+        return None
+    return candidate
 
 
 def math_equal(answer: str, reference, *, timeout: int = 5) -> bool:
-    """True when ``math-verify`` finds the answer mathematically equal to ``reference``.
+    """True when the answer's final expression is mathematically equal to ``reference``.
 
-    The answer may be free text: math-verify extracts the final expression (``\\boxed{}``
-    first, else the last LaTeX or plain expression). ``reference`` is the gold answer, a
-    number or an expression text. ``timeout`` bounds parsing and comparison (signal-based,
+    The answer may be free text: ``final_expression`` reads its final expression under the
+    rules stated in the module's docstring (an answer with none is wrong), and math-verify
+    decides equivalence. ``reference`` is the gold answer, a number or an expression text. ``timeout`` bounds parsing and comparison (signal-based,
     so only in the main thread; elsewhere math-verify runs without one).
     """
     try:
@@ -65,7 +116,10 @@ def math_equal(answer: str, reference, *, timeout: int = 5) -> bool:
     )
     if not gold:
         raise ValueError(f"math-verify cannot read the reference answer {reference!r}")
-    target = parse(str(answer), parsing_timeout=limit)
+    expression = final_expression(answer)
+    if expression is None:
+        return False
+    target = parse(f"${expression}$", parsing_timeout=limit)
     if not target:
         return False
     return bool(verify(gold, target, timeout_seconds=limit))

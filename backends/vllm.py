@@ -41,6 +41,9 @@ whenever a round's prompts exceed ``max_num_batched_tokens``.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -67,11 +70,64 @@ class VLLMNotInstalledError(ImportError):
 
 
 def _import_vllm():
+    # vLLM logs a few warnings while it is imported, before it configures its own logging
+    # (which honours VLLM_LOGGING_LEVEL): give its logger that level first.
+    logging.getLogger("vllm").setLevel(os.environ.get("VLLM_LOGGING_LEVEL", "INFO").upper())
     try:
         import vllm
     except ImportError as error:
         raise VLLMNotInstalledError(f"{INSTALL_HINT} ({error})") from error
     return vllm
+
+
+ENGINE_LOG = "PPL_ENGINE_LOG"  # a file for the engine processes' own output (the tts CLI sets it)
+
+
+@contextlib.contextmanager
+def engine_output(path: str | os.PathLike | None):
+    """While the engine starts, send standard error — this process's and that of every
+    process it starts, which inherit it for good — to the file ``path`` (appended): vLLM's
+    start-up noise (Triton lines, FutureWarnings, NUMA binding notes, loading bars) then
+    stays out of the user's way. ``None`` changes nothing."""
+    if path is None:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "ab") as log:
+            os.dup2(log.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def engine_setting_names() -> frozenset[str]:
+    """Every keyword ``vllm.LLM`` accepts: the fields of ``vllm.EngineArgs`` and LLM's own."""
+    import dataclasses
+    import inspect
+
+    vllm = _import_vllm()
+    own = inspect.signature(vllm.LLM.__init__).parameters
+    names = {f.name for f in dataclasses.fields(vllm.EngineArgs)}
+    names |= {name for name, p in own.items() if name != "self" and p.kind is not p.VAR_KEYWORD}
+    return frozenset(names)
+
+
+def check_engine_settings(keys) -> None:
+    """Refuse, before any engine starts, a setting vLLM does not have (a misspelt
+    ``gpu_memory_utilisation`` would otherwise fail only once the engine is starting)."""
+    import difflib
+
+    known = engine_setting_names()
+    for key in keys:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else " (see vllm.EngineArgs for the settings)"
+            raise ValueError(f"vLLM has no engine setting '{key}'{hint}")
 
 
 class VLLMEngine(HFTokenizer):
@@ -94,6 +150,8 @@ class VLLMEngine(HFTokenizer):
         progress: Callable[[str], None] | None = None,
         **engine_kwargs,
     ):
+        if engine_kwargs:  # the declared settings above are vLLM's; any other is checked now
+            check_engine_settings(engine_kwargs)
         self.model = model
         self.name = name or Path(model).name
         self.engine_settings = dict(
@@ -141,9 +199,16 @@ class VLLMEngine(HFTokenizer):
         if self._engine is None:
             vllm = _import_vllm()
             path = self.path
-            self.progress(f"starting the vLLM engine for {self.name} (about 30 s on a small CPU machine)")
+            log = os.environ.get(ENGINE_LOG) or None
+            where = f"; its output goes to {log}" if log else ""
+            self.progress(
+                f"starting the vLLM engine for {self.name} (about 30 s on a small CPU machine{where})"
+            )
             started = time.perf_counter()
-            self._engine = vllm.LLM(model=str(path), **{**self.engine_settings, **self.engine_arguments()})
+            with engine_output(log):
+                self._engine = vllm.LLM(
+                    model=str(path), **{**self.engine_settings, **self.engine_arguments()}
+                )
             self.engine_start_seconds = time.perf_counter() - started
             self.progress(f"engine ready in {self.engine_start_seconds:.0f} s")
         return self._engine

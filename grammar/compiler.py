@@ -163,16 +163,16 @@ class _Compiler:
                 env[name] = value(env)
 
             return choose
-        if isinstance(s, ast.Score):
-            value = self.expr(s.value)
-            return lambda env: ppl.score(value(env))
+        if isinstance(s, ast.Score):  # a factor that zeroes the weight names its place in the file
+            value, where = self.expr(s.value), str(s.pos)
+            return lambda env: ppl.score(value(env), where=where)
         if isinstance(s, ast.Twist):
-            value = self.expr(s.value)
-            return lambda env: ppl.twist(value(env))
+            value, where = self.expr(s.value), str(s.pos)
+            return lambda env: ppl.twist(value(env), where=where)
         if isinstance(s, ast.Condition):
-            value = self.expr(s.value)
+            value, where = self.expr(s.value), str(s.pos)
             reason = self.expr(s.reason) if s.reason is not None else (lambda env: None)
-            return lambda env: ppl.condition(value(env), reason(env))
+            return lambda env: ppl.condition(value(env), reason(env), where=where)
         if isinstance(s, ast.Observe):
             return self.observe(s)
         if isinstance(s, ast.Step):
@@ -225,13 +225,13 @@ class _Compiler:
         return run
 
     def observe(self, s: ast.Observe) -> Callable:
-        value = self.expr(s.value)
+        value, where = self.expr(s.value), str(s.pos)
         builtin, bound = self.calls[id(s.distribution)]
         arguments = self.arguments(bound)
 
         def observe(env):
             observed = observed_value(value(env))
-            ppl.observe(builtin.run(**{k: a(env) for k, a in arguments.items()}), observed)
+            ppl.observe(builtin.run(**{k: a(env) for k, a in arguments.items()}), observed, where=where)
 
         return observe
 

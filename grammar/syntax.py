@@ -71,12 +71,23 @@ def parse(source: str, filename: str = "<input>") -> ast.Module:
 # ---- syntax errors in the language's words -------------------------------------------------
 
 
+# Characters other languages use where .tts has a word or another spelling.
+_CHARACTER_HINTS = {
+    "'": 'strings are written in double quotes ("..."), not single quotes',
+    "&": "'&&' is written `and` in .tts",
+    "|": "'||' is written `or` in .tts",
+    "!": "'!' is written `not` in .tts ('!=' compares)",
+}
+
+
 def _syntax_diagnostic(error: UnexpectedInput, source: str, filename: str) -> Diagnostic:
     if isinstance(error, UnexpectedCharacters):
         char = source[error.pos_in_stream] if error.pos_in_stream < len(source) else ""
         position = ast.Position(filename, error.line, error.column)
         if char == '"':
             return Diagnostic(position, 'unterminated string: a string ends with " on the same line')
+        if char in _CHARACTER_HINTS:
+            return Diagnostic(position, _CHARACTER_HINTS[char])
         return Diagnostic(position, f"unexpected character {_show_char(char)}")
     if isinstance(error, UnexpectedToken):
         token = error.token
@@ -89,11 +100,91 @@ def _syntax_diagnostic(error: UnexpectedInput, source: str, filename: str) -> Di
             return Diagnostic(
                 position, f"a .tts file starts with its version line: `version {LANGUAGE_VERSION}`"
             )
+        hint = _habit_hint(token, expected, _tokens_before(source, token), source, filename)
+        if hint is not None:
+            return hint
         return Diagnostic(
             position, f"expected {_describe_expected(expected)}, found {_describe_token(token)}"
         )
     position = ast.Position(filename, getattr(error, "line", 1) or 1, getattr(error, "column", 1) or 1)
     return Diagnostic(position, "unexpected end of the file")
+
+
+_DECLARATION_START = {"PROGRAM", "USE", "INFER", "$END"}
+_LOOPS = ("for", "while")
+
+
+def _tokens_before(source: str, token: Token) -> list[Token]:
+    """The tokens of ``source`` before the offending one, from Lark's own lexer."""
+    end = len(source) if token.type == "$END" else token.start_pos
+    tokens = []
+    try:
+        for t in parser().lex(source):
+            if t.start_pos >= end:
+                break
+            tokens.append(t)
+    except UnexpectedInput:  # a bad character after the error: the tokens before it suffice
+        pass
+    return tokens
+
+
+def _habit_hint(token: Token, expected: set[str], before: list[Token], source: str, filename: str):
+    """A specific message for a mistake habits from Python bring, read from the token stream
+    and the parser's expectations: ``for``/``while`` loops, ``elif``, blocks opened with ``:``,
+    ``=`` where ``==`` compares, and a ``{`` that is never closed (reported at the brace)."""
+    here = ast.Position(filename, token.line, token.column) if token.type != "$END" else None
+    previous = before[-1] if before else None
+    if token.type in _DECLARATION_START and "RBRACE" in expected:
+        brace = _unclosed_brace(before, source)
+        if brace is not None:
+            if token.type == "$END":
+                reached = "the file ends before it is"
+            else:
+                reached = f"{_describe_token(token)} on line {token.line} comes before it"
+            return Diagnostic(
+                ast.Position(filename, brace.line, brace.column),
+                f"this '{{' is never closed: add its '}}' ({reached})",
+            )
+    if previous is not None and previous.type == "NAME" and previous.value in _LOOPS:
+        return Diagnostic(
+            ast.Position(filename, previous.line, previous.column),
+            f".tts has no `{previous.value}` loop: repeat with `step (max N) {{ ... }}` "
+            "(a step barrier between iterations; `finish` ends early)",
+        )
+    if previous is not None and previous.type == "NAME" and previous.value == "elif":
+        return Diagnostic(
+            ast.Position(filename, previous.line, previous.column), "write `else if`, not `elif`"
+        )
+    if token.type == "COLON" and "LBRACE" in expected:
+        return Diagnostic(here, "a block is written in braces, `{ ... }`, not with ':' and indentation")
+    if token.type == "EQUAL" and "COMPARE" in expected:
+        return Diagnostic(here, "'=' gives a variable a new value; to compare, write '=='")
+    return None
+
+
+def _unclosed_brace(tokens: list[Token], source: str) -> Token | None:
+    """The '{' that was never closed. Braces are matched innermost first; where a '}' that
+    starts its line is indented differently from the line of the '{' it closes, that '{' is
+    the likelier culprit (the '}' belonged to an outer block)."""
+    lines = source.splitlines()
+
+    def indent(line: int) -> int:
+        text = lines[line - 1] if 0 < line <= len(lines) else ""
+        return len(text) - len(text.lstrip())
+
+    open_braces: list[Token] = []
+    suspect: Token | None = None
+    for t in tokens:
+        if t.type == "LBRACE":
+            open_braces.append(t)
+        elif t.type == "RBRACE" and open_braces:
+            opened = open_braces.pop()
+            starts_line = indent(t.line) == t.column - 1
+            if suspect is None and starts_line and t.column - 1 != indent(opened.line):
+                suspect = opened
+    if not open_braces:
+        return None
+    return suspect or open_braces[-1]
 
 
 def _end_position(source: str, filename: str) -> ast.Position:

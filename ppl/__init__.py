@@ -22,6 +22,20 @@ from .program import Program, program
 
 __version__ = "0.1.0"
 
+_SUBPACKAGES = ("grammar", "backends", "algorithms", "app")
+
+
+def __getattr__(name: str):
+    """``ppl.grammar``, ``ppl.backends``, ``ppl.algorithms`` and ``ppl.app`` after a bare
+    ``import ppl`` (PEP 562): each is imported on first use, so the core itself never loads
+    the layers above it (docs/design.md §2)."""
+    if name in _SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "Algorithm",
     "AllParticlesDeadError",

@@ -202,13 +202,19 @@ class Weigher:
         if weight == -math.inf:
             if msg.kind == "condition" and msg.args.get("reason"):
                 return msg.args["reason"]
-            return f"{msg.kind} at site {position} gave weight zero"
+            return f"{_where(msg)}{msg.kind} at site {position} gave weight zero"
         if math.isnan(weight) or weight == math.inf:
             return (
-                f"the log weight overflowed to {weight} at site {position} ({msg.kind}): "
+                f"{_where(msg)}the log weight overflowed to {weight} at site {position} ({msg.kind}): "
                 "scores summed past the float range"
             )
         return None
+
+
+def _where(msg: Message) -> str:
+    """``"f.tts:5:3: "`` when the site knows its place in a source file (``.tts`` programs)."""
+    where = msg.args.get("where")
+    return f"{where}: " if where else ""
 
 
 def draw(step: Draw, rng: Randomness) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 from .posterior import Diagnostics, Posterior, WeightedParticle, log_mean_exp
 from .program import as_program
 from .randomness import SeededSource, Source, Stream, key
-from .scheduler import DEAD, Particle, ProblemRun, RunStats, Scheduler
+from .scheduler import DEAD, Particle, ProblemRun, RunProgress, RunStats, Scheduler
 from .settings import Setting
 
 
@@ -30,11 +30,18 @@ def algorithm_key(problem: int, step: int) -> tuple[int, ...]:
 
 
 def diagnostics(
-    algorithm: str, run: ProblemRun, particles: list[WeightedParticle], *, steps: int | None = None, **extra
+    algorithm: str,
+    run: ProblemRun,
+    particles: list[WeightedParticle],
+    *,
+    steps: int | None = None,
+    weights: str = "importance",
+    **extra,
 ) -> Diagnostics:
     """The one place a problem's ``Diagnostics`` are built: from the scheduler's record of
     the run (ESS and resampling per barrier, engine calls, tokens, deaths, wall time) and
-    the particles the interpreter returns; ``extra`` holds what only this interpreter knows."""
+    the particles the interpreter returns; ``weights`` what their weights are (see
+    ``Diagnostics``); ``extra`` holds what only this interpreter knows."""
     return Diagnostics(
         algorithm=algorithm,
         particles=len(particles),
@@ -50,6 +57,7 @@ def diagnostics(
         extra=extra,
         barrier_wait=run.barrier_wait,
         history=run.history,
+        weights=weights,
     )
 
 
@@ -111,6 +119,7 @@ class Algorithm:
         ids: Iterable[int] | None = None,
         max_in_flight: int | None = None,
         trace: bool = False,
+        watch: Callable[[RunProgress], None] | None = None,
     ) -> Results:
         """Run ``program`` on every problem (a tuple of arguments, a dict of keyword
         arguments, or a single argument) and return their Posteriors in order.
@@ -119,7 +128,9 @@ class Algorithm:
         its result does not depend on which other problems are in flight; pass ``ids`` to
         resume part of a dataset with the seeds of an uninterrupted run. ``max_in_flight``
         bounds the particles in flight (None: every problem at once); ``progress`` is True
-        for a progress bar or ``callback(id, posterior)``, called as each problem finishes.
+        for a progress bar or ``callback(id, posterior)``, called as each problem finishes;
+        ``watch(RunProgress)`` is called a few times a second with where the run stands
+        (steps, live particles, ESS, tokens, requests in the engines) for a live display.
         With ``trace`` each Posterior keeps its genealogy (``diagnostics.history``, see
         ``ppl.history``): every particle at every barrier, discarded ones included.
         """
@@ -139,6 +150,7 @@ class Algorithm:
             randomness=randomness,
             max_in_flight=max_in_flight,
             trace=trace,
+            watch=watch,
         )
         try:
             for index, posterior in stream:
@@ -161,6 +173,7 @@ class Algorithm:
         randomness: Source | None = None,
         max_in_flight: int | None = None,
         trace: bool = False,
+        watch: Callable[[RunProgress], None] | None = None,
     ) -> ResultStream:
         """Run ``(id, problem)`` pairs, yielding ``(id, posterior)`` as each problem finishes.
 
@@ -181,14 +194,16 @@ class Algorithm:
                 args, kwargs = program.bind(problem)
                 yield index, program, args, kwargs, self, source
 
-        return self.schedule(bound(), max_in_flight, trace=trace)
+        return self.schedule(bound(), max_in_flight, trace=trace, watch=watch)
 
-    def schedule(self, problems: Iterator, max_in_flight: int | None, *, trace: bool = False) -> ResultStream:
+    def schedule(
+        self, problems: Iterator, max_in_flight: int | None, *, trace: bool = False, watch=None
+    ) -> ResultStream:
         """The scheduler run behind ``stream``. Interpreters that do not run particles on
         the scheduler (exact enumeration) override this; they must still yield every problem
         as it is done: that is how ``tts run`` writes its results. ``trace`` keeps each
-        problem's genealogy."""
-        scheduler = Scheduler(max_particles=max_in_flight, feed=problems, trace=trace)
+        problem's genealogy; ``watch`` gets the run's progress."""
+        scheduler = Scheduler(max_particles=max_in_flight, feed=problems, trace=trace, watch=watch)
         return ResultStream(scheduler.results(), scheduler.stats)
 
 

@@ -66,7 +66,10 @@ class Diagnostics:
 
     ``dead`` counts the particles with weight zero at the end; ``deaths`` gives the reason
     of every particle that died during the run (a failed condition, an exception), also
-    of those that resampling has since replaced.
+    of those that resampling has since replaced. ``weights`` says what the particles'
+    weights are: "importance" (importance sampling, SMC: an effective sample size means
+    something), "equal" (MCMC and particle Gibbs samples), "exact" (enumeration's
+    probabilities) or "score" (beam search's scores). Reports omit what does not apply.
     """
 
     algorithm: str
@@ -83,6 +86,7 @@ class Diagnostics:
     extra: dict = field(default_factory=dict)
     barrier_wait: float = 0.0  # seconds the problem's particles waited at barriers for the others
     history: list | None = None  # the genealogy (``ppl.history.Generation`` list) when traced
+    weights: str = "importance"
 
     @property
     def resampling_events(self) -> int:

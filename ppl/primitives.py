@@ -162,33 +162,38 @@ def sample(distribution) -> Any:
     return apply_stack(Message("sample", {"distribution": distribution}, resolve))
 
 
-def observe(distribution, value) -> None:
+# ``where`` (a source position such as "f.tts:5:3", given by the .tts compiler) is put in
+# front of the reason a particle dies for when this factor zeroes its weight.
+
+
+def observe(distribution, value, *, where: str | None = None) -> None:
     """A likelihood term: multiply the target by ``distribution``'s density at ``value``."""
     if not hasattr(distribution, "log_prob"):
         raise TypeError("observe needs a NumPyro distribution (numpyro.distributions.*)")
     log_weight = _log_weight(distribution.log_prob(value), "observe")
-    apply_stack(Message("observe", {"distribution": distribution, "value": value}, log_weight=log_weight))
+    args = {"distribution": distribution, "value": value, "where": where}
+    apply_stack(Message("observe", args, log_weight=log_weight))
 
 
-def score(log_weight: float) -> None:
+def score(log_weight: float, *, where: str | None = None) -> None:
     """Multiply the target by exp(log_weight) (Stan's ``target +=``, NumPyro's ``factor``)."""
-    apply_stack(Message("score", {}, log_weight=_log_weight(log_weight, "score")))
+    apply_stack(Message("score", {"where": where}, log_weight=_log_weight(log_weight, "score")))
 
 
-def twist(log_weight: float) -> None:
+def twist(log_weight: float, *, where: str | None = None) -> None:
     """A potential on the current prefix that guides resampling.
 
     It counts in the weights until the next step barrier, where it is divided back out; a
     particle that finishes has it removed. It changes intermediate targets, never the
     program's target.
     """
-    apply_stack(Message("twist", {}, log_weight=_log_weight(log_weight, "twist")))
+    apply_stack(Message("twist", {"where": where}, log_weight=_log_weight(log_weight, "twist")))
 
 
-def condition(ok: bool, reason: str | None = None) -> None:
+def condition(ok: bool, reason: str | None = None, *, where: str | None = None) -> None:
     """A hard constraint: the target is zero where ``ok`` is false."""
     ok = bool(ok)
-    args = {"ok": ok, "reason": reason}
+    args = {"ok": ok, "reason": reason, "where": where}
     apply_stack(Message("condition", args, log_weight=0.0 if ok else -math.inf))
 
 

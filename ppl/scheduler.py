@@ -85,6 +85,7 @@ class Particle:
     rng: Randomness
     records: list[list] = field(default_factory=list)
     parent: tuple[int, ...] | None = None  # the key of the particle it was copied from
+    asked: list[list] = field(default_factory=list)  # per choice site, what it asked for each answer
     barriers_passed: int = 0
     log_weight: float = 0.0
     anchor: float = 0.0
@@ -108,6 +109,7 @@ class Particle:
             rng=rng,
             parent=self.key,
             records=[list(answers) for answers in self.records],
+            asked=[list(steps) for steps in self.asked],
             sites=list(self.sites),
             increments=list(self.increments),
             execution=None,
@@ -151,16 +153,42 @@ class Resume(Messenger):
         if msg.resolve is None:
             msg.done = True
             return
-        records = self.particle.records
-        if self.choice_index == len(records):
+        particle = self.particle
+        records, asked = particle.records, particle.asked
+        index = self.choice_index
+        if index == len(records):
             records.append([])
-        answers = records[self.choice_index]
+        while len(asked) <= index:
+            asked.append([])
+        recorded = records[index]
         self.choice_index += 1
-        resolve_site(msg, answers, self.answer)
+        if not recorded:
+            resolve_site(msg, recorded, self.answer)
+            return
+        # Replay: the site gets its recorded answers only if it asks what it asked when it
+        # first ran. A program that differs on replay (Python's ``random``, a clock, global
+        # state) would otherwise be given answers to other questions, silently.
+        answers = records[index] = []
+        expected = asked[index]
+
+        def replay(step: Need | Draw):
+            k = len(answers)
+            if k >= len(recorded):
+                return self.answer(step)  # past the record: live
+            if k < len(expected) and not _same_question(step, expected[k]):
+                raise _Killed(
+                    f"the program differs on replay: random choice {index + 1} ({msg.kind}) asked for "
+                    "something else than when it first ran (a program must be deterministic given "
+                    "what its sites return: no Python random, clocks or outside state)"
+                )
+            return recorded[k]
+
+        resolve_site(msg, answers, replay)
 
     def answer(self, step: Need | Draw):
         """A local draw is made at once; an engine request suspends the particle until the
-        scheduler switches its answer back in."""
+        scheduler switches its answer back in. What was asked is kept with the record."""
+        self.particle.asked[self.choice_index - 1].append(step)
         if isinstance(step, Need):
             self.particle.replayed = self.choice_index
             return self.scheduler.switch(step)
@@ -171,6 +199,21 @@ class Resume(Messenger):
         reason = self.weights.add(msg, len(self.particle.sites) - 1)
         if reason is not None:
             raise _Killed(reason)
+
+
+def _same_question(step: Need | Draw, expected: Need | Draw) -> bool:
+    """Whether a replayed site asks what the record says it asked: the same engine request
+    of the same model, or a draw from the same logits (or the same kind of distribution)."""
+    if type(step) is not type(expected):
+        return False
+    try:
+        if isinstance(step, Need):
+            return step.model is expected.model and bool(step.request == expected.request)
+        if step.logits is not None or expected.logits is not None:
+            return step.logits == expected.logits
+        return type(step.distribution) is type(expected.distribution)
+    except Exception:  # values that do not compare (arrays): nothing to go on
+        return True
 
 
 class Execution:
@@ -304,6 +347,7 @@ class RunStats:
     and engine occupancy over time — ``(seconds since start, sequences in the engines)``."""
 
     rounds: int = 0
+    tokens_out: int = 0  # generated tokens of every problem so far
     calls: dict = field(default_factory=lambda: defaultdict(int))
     batch_sizes: dict = field(default_factory=lambda: defaultdict(list))
     occupancy: list[tuple[float, int]] = field(default_factory=list)
@@ -317,6 +361,31 @@ class RunStats:
 
     def record_occupancy(self, sequences: int) -> None:
         self.occupancy.append((time.perf_counter() - self.started, sequences))
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """A snapshot of a run for a live display (``Scheduler(watch=...)``, ``Algorithm.run(...,
+    watch=...)``): the core reports, the application renders — the core draws nothing.
+
+    ``steps`` is the furthest step barrier any problem in flight has passed; ``ess`` the
+    mean of the in-flight problems' latest ESS (None before any resampling decision) and
+    ``particles`` their particles; ``waiting`` the requests in the engines right now."""
+
+    elapsed: float
+    done: int
+    active: int
+    queued: int
+    steps: int
+    live: int
+    particles: int
+    ess: float | None
+    tokens_out: int
+    waiting: int
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens_out / self.elapsed if self.elapsed > 0 else 0.0
 
 
 def _model_name(model) -> str:
@@ -358,6 +427,8 @@ class Scheduler:
     ``max_particles`` / ``max_problems`` bound what is in flight; problems beyond them wait
     in the queue (at least one problem is always admitted, whatever its size). With
     ``trace`` each problem keeps its genealogy (``ProblemRun.history``, ``ppl.history``).
+    ``watch`` is called with a ``RunProgress`` at most every ``watch_every`` seconds, between
+    rounds.
     """
 
     def __init__(
@@ -367,6 +438,8 @@ class Scheduler:
         max_problems: int | None = None,
         feed: Iterator[tuple] | None = None,
         trace: bool = False,
+        watch: Callable[[RunProgress], None] | None = None,
+        watch_every: float = 0.25,
     ):
         if max_particles is not None and (
             isinstance(max_particles, bool) or not isinstance(max_particles, int) or max_particles < 1
@@ -392,6 +465,9 @@ class Scheduler:
         self._cancels: dict[int, str] = {}  # id → reason, applied at the start of the next round
         self._closing: str | None = None  # "drain" or "cancel": serve() ends
         self._nested = 0  # nested runs started so far: their ids are -1, -2, …
+        self.watch = watch
+        self.watch_every = watch_every
+        self._watched = -math.inf
 
     # --- problems in and out -------------------------------------------------------------
 
@@ -488,6 +564,8 @@ class Scheduler:
         for run in finished:
             yield run.index, self.completed[run.index]
         self._dispatch()
+        if self.active:
+            self._report()
 
     def _take_cancellations(self) -> Iterator[tuple[int, Cancelled]]:
         with self._lock:
@@ -534,6 +612,30 @@ class Scheduler:
                 abort(tickets)
                 if not model.in_flight():
                     del self._streams[model_id]
+
+    def progress(self) -> RunProgress:
+        """Where the run stands now."""
+        latest = [run.ess[-1] for run in self.active if run.ess]
+        return RunProgress(
+            elapsed=time.perf_counter() - self.stats.started,
+            done=len(self.completed),
+            active=len(self.active),
+            queued=len(self.queue),
+            steps=max((run.step for run in self.active), default=0),
+            live=sum(p.status != DEAD for run in self.active for p in run.particles),
+            particles=self._in_flight(),
+            ess=sum(latest) / len(latest) if latest else None,
+            tokens_out=self.stats.tokens_out,
+            waiting=len(self._tickets),
+        )
+
+    def _report(self) -> None:
+        if self.watch is None:
+            return
+        now = time.perf_counter()
+        if now - self._watched >= self.watch_every:
+            self._watched = now
+            self.watch(self.progress())
 
     def _in_flight(self) -> int:
         return sum(len(run.particles) for run in self.active)
@@ -781,6 +883,7 @@ class Scheduler:
             tokens_in, tokens_out = part.tokens(answer)
             run.tokens_in += tokens_in
             run.tokens_out += tokens_out
+            self.stats.tokens_out += tokens_out
         for model, original, combine in reversed(self._delegations.pop(id(particle), [])):
             answers, request = self._guarded(model, "delegate", combine, list(answers)), original
         particle.answer = request.take(list(answers))

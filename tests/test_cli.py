@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -239,3 +240,174 @@ def test_run_with_enumerate_prints_one_line_per_problem(tmp_path):
     assert sorted(so["answers"]) == [[" so 23", 0.333333], [" so 5", 0.333333], [" so 6", 0.333333]]
     assert so["log_evidence"] == 0.0 and so["evidence"] == "estimated"
     assert "2 problems in" in done.stderr
+
+
+# ---- the errors a new user hit (issue 12, list 5), each with its exact message -------------------------
+
+
+def test_eval_refuses_inputs_that_do_not_fit_the_parameters_up_front(tmp_path):
+    tasks, out = tmp_path / "tasks.jsonl", tmp_path / "r.jsonl"
+    tasks.write_text(
+        '{"id": "ok", "input": 1.5, "reference": "x", "checker": "exact"}\n'
+        '{"id": "t2", "input": "high", "reference": "x", "checker": "exact"}\n'
+    )
+    done = tts("eval", ROOT / "examples/reward_tilted.tts", "--data", tasks, "--out", out, "--no-plot")
+    assert done.returncode == 1
+    assert done.stderr.strip() == "tts eval: task t2: the input 'beta' must be a number, got \"high\""
+    assert not out.exists()  # nothing ran
+
+
+def test_eval_refuses_a_budget_the_interpreter_cannot_take_before_anything_runs(tmp_path):
+    tasks, out = tmp_path / "tasks.jsonl", tmp_path / "r.jsonl"
+    tasks.write_text('{"id": "a", "input": "5", "reference": " 5", "checker": "exact"}\n')
+    done = tts(
+        "eval", ROOT / "examples/reasoning.tts", "--data", tasks, "--out", out,
+        "--algorithm", "particle_gibbs", "--budgets", "4,1", "--no-plot",
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip()
+        == "tts eval: particle_gibbs() at budget 1: particles must be an integer >= 2, got 1"
+    )
+    assert not out.exists()  # budget 4 did not run first
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None, reason="needs vLLM installed (no engine starts)"
+)
+def test_engine_keys_are_checked_against_vllm_before_any_engine_starts():
+    done = tts(
+        "run", ROOT / "examples/particle_filter.tts", "--backend", "vllm", "--input", "2+2",
+        "--engine", "gpu_memory_utilisation=0.3",
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-3:] == [
+        f"{ROOT / 'examples/particle_filter.tts'}:12:1: vLLM has no engine setting "
+        "'gpu_memory_utilisation'; did you mean 'gpu_memory_utilization'?",
+        '    use lm  = model("smollm2-135m-instruct")',
+        "    ^",
+    ]
+    assert "starting the vLLM engine" not in done.stderr
+
+
+NAMES = """version 0.1
+use lm = model()
+use x = model("no-such-model")
+use d = model("reasoning-demo")
+program f() -> text {
+  s ~ x.gen(x.encode("a"), max_tokens = 2)
+  return s.text
+}
+infer f with smc(particles = 2)
+"""
+
+
+def test_every_model_name_says_what_it_resolves_to(tmp_path):
+    source = tmp_path / "names.tts"
+    source.write_text(NAMES)
+    done = tts("check", source)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1:] == [
+        "  lm = model() is the default model 'smollm2-135m-instruct' (no name given): a character-level "
+        "tabular LM standing in for 'smollm2-135m-instruct' (--backend vllm runs it)",
+        "  x = model(\"no-such-model\") is a character-level tabular LM seeded by the name 'no-such-model'; "
+        "no model has this name (the vllm and openai backends refuse it)",
+        "  d = model(\"reasoning-demo\") is the demo LM 'reasoning-demo' (a word-level bigram table)",
+    ]
+    done = tts("run", source, "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[:2] == [
+        "tts run: note: lm = model() is the default model 'smollm2-135m-instruct' (no name given): a "
+        "character-level tabular LM standing in for 'smollm2-135m-instruct' (--backend vllm runs it)",
+        'tts run: note: x = model("no-such-model") is a character-level tabular LM seeded by the name '
+        "'no-such-model'; no model has this name (the vllm and openai backends refuse it)",
+    ]
+
+
+def test_unknown_model_names_are_refused_on_openai_before_any_request(tmp_path):
+    source = tmp_path / "names.tts"
+    source.write_text(NAMES)
+    done = tts("run", source, "--backend", "openai", "--server", "http://127.0.0.1:9")
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[0] == (
+        f"{source}:3:1: the openai backend has no model 'no-such-model': name an embedded model "
+        "(smollm2-135m-instruct) or a Hugging Face model folder"
+    )
+
+
+def test_fields_that_mean_nothing_for_an_interpreter_are_absent(tmp_path):
+    beam = tmp_path / "beam.tts"
+    beam.write_text((ROOT / "examples/reasoning.tts").read_text().replace(
+        'infer solve with smc(particles = 64, resample = "systematic")', "infer solve with beam(beams = 4, expand = 4)"
+    ))  # fmt: skip
+    out = tmp_path / "beam.jsonl"
+    done = tts("run", beam, "--input", "5", "--out", out)
+    assert done.returncode == 0, done.stderr
+    line = json.loads(out.read_text())
+    assert not {"final_ess", "ess", "resampled"} & set(line)  # scores, not importance weights
+    assert done.stdout.splitlines()[1].split()[3] == "n/a"  # the table's ESS column
+    smc = json.loads(tts("run", ROOT / "examples/reasoning.tts", "--input", "5", "--no-progress").stdout)
+    assert {"final_ess", "ess", "resampled"} <= set(smc)
+
+
+# ---- progress, Ctrl-C and resuming ---------------------------------------------------------------------
+
+
+def test_a_one_problem_run_shows_live_progress_on_stderr_unless_told_not_to():
+    done = tts("run", ROOT / "examples/reward_tilted.tts", "--input", "1.5")
+    assert done.returncode == 0, done.stderr
+    shown = [line for line in done.stderr.splitlines() if line.startswith("smc")]
+    assert shown and "1/1 problems" in shown[-1]
+    assert all(word in shown[-1] for word in ("step 5", "512/512 live", "ESS", "tok/s", "waiting"))
+    quiet = tts("run", ROOT / "examples/reward_tilted.tts", "--input", "1.5", "--no-progress")
+    assert not [line for line in quiet.stderr.splitlines() if line.startswith("smc")]
+
+
+def test_ctrl_c_says_what_was_saved_and_resume_finishes_the_run(tmp_path):
+    import signal
+    import time
+
+    data, out, reference = tmp_path / "betas.jsonl", tmp_path / "out.jsonl", tmp_path / "reference.jsonl"
+    data.write_text("".join(f"{0.25 * (i % 8)}\n" for i in range(24)))
+    command = [sys.executable, "-m", "ppl.app.cli", "run", str(ROOT / "examples/reward_tilted.tts")]
+    command += ["--data", str(data), "--particles", "128", "--in-flight", "128", "--no-progress"]
+    child = subprocess.Popen([*command, "--out", str(out)], stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while not (out.exists() and out.read_text().count("\n") >= 1):
+        assert child.poll() is None and time.monotonic() < deadline, "the run ended before a result"
+        time.sleep(0.005)
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=120)
+    saved = len(out.read_text().splitlines())
+    assert child.returncode == 130 and 1 <= saved < 24, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"tts run: interrupted: {saved} of 24 results are in {out}; run the same command with --resume "
+        "to run the rest"
+    )
+    resumed = subprocess.run(
+        [*command, "--out", str(out), "--resume"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stderr.splitlines()[0] == f"tts run: resuming {out}: {saved} of 24 problems already done"
+    assert "24 problems in" in resumed.stdout
+    whole = subprocess.run([*command, "--out", str(reference)], capture_output=True, text=True, cwd=ROOT)
+    assert whole.returncode == 0, whole.stderr
+
+    def by_id(path):
+        return {
+            r["id"]: (r["answer"], r["log_evidence"]) for r in map(json.loads, path.read_text().splitlines())
+        }
+
+    assert by_id(out) == by_id(reference)  # nothing lost, nothing twice, the seeds of one run
+
+
+def test_resume_refuses_a_results_file_of_other_inputs(tmp_path):
+    data, out = tmp_path / "betas.jsonl", tmp_path / "out.jsonl"
+    data.write_text("1.5\n")
+    assert tts("run", ROOT / "examples/reward_tilted.tts", "--data", data, "--out", out).returncode == 0
+    data.write_text("2.5\n")
+    done = tts("run", ROOT / "examples/reward_tilted.tts", "--data", data, "--out", out, "--resume")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"tts run: {out}:1: problem 0 was run with other inputs; use another --out"
+    )

@@ -128,3 +128,47 @@ def test_vllm_missing_names_the_install_command(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_vllm)
     with pytest.raises(backend.VLLMNotInstalledError, match="bash scripts/install.sh cpu"):
         backend.VLLM("some/folder").engine  # noqa: B018
+
+
+def test_engine_start_up_output_goes_to_the_log_and_not_the_users_terminal(tmp_path):
+    """What the engine's processes print while it starts (and later) goes to the log file;
+    the user's own standard error is back once the engine has started."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "logs" / "engine.log"
+    script = (
+        "import subprocess, sys\n"
+        "from ppl.backends.vllm import engine_output\n"
+        f"with engine_output({str(log)!r}):\n"
+        "    print('Triton is installed, but ...', file=sys.stderr)\n"
+        "    subprocess.run([sys.executable, '-c', 'import sys; print(\"NUMA binding: ...\", file=sys.stderr)'])\n"
+        "    later = subprocess.Popen([sys.executable, '-c',\n"
+        "        'import sys, time; time.sleep(0.3); print(\"worker: still running\", file=sys.stderr)'])\n"
+        "print('engine ready', file=sys.stderr)\n"
+        "later.wait()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "engine ready\n"
+    assert log.read_text().splitlines() == [
+        "Triton is installed, but ...",
+        "NUMA binding: ...",
+        "worker: still running",
+    ]
+
+
+def test_the_cli_files_engine_output_unless_verbose(monkeypatch, tmp_path):
+    import os
+
+    from ppl.app.cli import quiet_engines
+    from ppl.backends.vllm import ENGINE_LOG
+
+    monkeypatch.setenv("PPL_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv(ENGINE_LOG, raising=False)
+    monkeypatch.delenv("VLLM_LOGGING_LEVEL", raising=False)
+    quiet_engines(verbose=False)
+    assert os.environ[ENGINE_LOG] == str(tmp_path / "logs" / "engine.log")
+    assert os.environ["VLLM_LOGGING_LEVEL"] == "ERROR"
+    quiet_engines(verbose=True)
+    assert ENGINE_LOG not in os.environ and os.environ["VLLM_LOGGING_LEVEL"] == "INFO"

@@ -236,3 +236,62 @@ def test_judge_verdicts_stream_into_the_engine_beside_generations_with_unchanged
     assert verdicts and max(verdicts) > 0, "some verdicts entered while generations were running"
     assert ("judge(" + streaming.name + ")", "reward") not in stream_run.stats.calls
     assert round_run.stats.calls[(f"judge({plain.name})", "reward")] >= 1
+
+
+# ---- the tabular world's judge: verdicts that depend on the text ----------------------------------------
+
+
+def test_the_tabular_judge_is_typicality_exactly():
+    """verdict = Σ_i (log p(a_i) + H_i) / √n, computed by hand from the table; over one-token
+    answers it averages to zero under the LM itself (EOS, which no answer holds, included)."""
+    import itertools
+
+    from ppl.backends.tabular import TabularJudge
+
+    lm = TabularLM.random(["a", "b", "c"], order=2, seed=5)
+    judge = TabularJudge(lm, "ok?")
+    prompt = lm.encode("ab")
+
+    def entropy(logprobs):
+        return -sum(math.exp(x) * x for x in logprobs if x > -math.inf)
+
+    ids = lm.encode("cab")
+    by_hand = sum(
+        lm.next_logprobs(prompt + ids[:i], 1.0)[t] + entropy(lm.next_logprobs(prompt + ids[:i], 1.0))
+        for i, t in enumerate(ids)
+    ) / math.sqrt(3)
+    assert judge.verdict("ab", "cab") == pytest.approx(by_hand, abs=1e-12)
+    first = lm.next_logprobs(prompt, 1.0)
+    mean = sum(math.exp(first[t]) * judge.verdict("ab", c) for t, c in enumerate("abc"))
+    eos = first[lm.eos_token_id]
+    assert mean + math.exp(eos) * (eos + entropy(first)) == pytest.approx(0.0, abs=1e-12)
+    verdicts = {judge.verdict("ab", "".join(a)) for a in itertools.product("abc", repeat=3)}
+    assert len(verdicts) == 27  # every text its own verdict
+    assert judge.reward([RewardRequest(("ab", ""))]) == [0.0]
+
+
+@pytest.mark.parametrize(
+    "example, question",
+    [
+        ("particle_filter", "What is 7 * 6?"),
+        ("prm_particle_filter", "What is 3 + 4?"),
+        ("scaling_demo", "What is 3 + 4?"),
+    ],
+)
+def test_tabular_runs_of_the_judged_examples_resample_and_rank(example, question):
+    """On --backend tabular a judge(...) or prm(model = ...) on the stand-in LM is a
+    TabularJudge: the weights differ, SMC resamples, the answers are ranked."""
+    from pathlib import Path
+
+    from ppl.app import load
+    from ppl.backends.tabular import TabularJudge
+
+    module = load(Path(__file__).resolve().parent.parent / "examples" / f"{example}.tts", backend="tabular")
+    judges = [
+        m for m in module.models.values() if isinstance(getattr(m, "scorer", m), (TabularJudge, JudgeSteps))
+    ]
+    assert judges
+    posterior = module.infer.run([(question,)], seed=0)[0]
+    assert any(posterior.diagnostics.resampled)
+    weights = sorted(posterior.distribution().values(), reverse=True)
+    assert len(weights) > 1 and weights[0] > 1.5 * weights[-1]  # ranked, not uniform

@@ -179,3 +179,40 @@ def test_copies_at_resampling_replay_only_the_extra_copies():
     post = SMC(8, ess_threshold=1.0, resample="systematic").run(counted, [(lm,)], seed=0)[0]
     assert post.diagnostics.resampling_events == 9
     assert 8 * 10 <= len(executed) < 8 * 10 * 11 // 2 / 2
+
+
+REPLAY_DIFFERS = (
+    "the program differs on replay: random choice {n} (gen) asked for something else than when it "
+    "first ran (a program must be deterministic given what its sites return: no Python random, "
+    "clocks or outside state)"
+)
+
+
+def test_a_program_that_differs_on_replay_kills_the_copies_that_diverge():
+    """Copies made at resampling replay their parent's record; a program using Python's
+    ``random`` asks other questions on replay, and such a copy dies with that reason."""
+    import random
+
+    lm = TabularLM.bigram({"<s>": {" a": 1, " b": 1}, " a": {" a": 1, " b": 1}, " b": {" a": 1, " b": 1}})
+    coin = random.Random(0)  # outside state the record does not hold
+
+    @ppl.program
+    def flaky(lm, rng):
+        ctx = ()
+        for _ in ppl.steps(max=4):
+            ctx += ppl.gen(lm, ctx, max_tokens=rng.choice([1, 2])).token_ids
+            ppl.twist(ctx.count(0) * 0.5)
+        return lm.decode(ctx)
+
+    post = ppl.infer(flaky, [(lm, coin)], SMC(particles=8, ess_threshold=1.0), seed=0)[0]
+    reasons = set(post.diagnostics.deaths)
+    assert reasons and reasons <= {REPLAY_DIFFERS.format(n=n) for n in (1, 2, 3)}
+
+    # the same program with the choice fixed replays exactly: nobody dies, and it did resample
+    class Fixed:
+        @staticmethod
+        def choice(options):
+            return options[0]
+
+    fixed = ppl.infer(flaky, [(lm, Fixed())], SMC(particles=8, ess_threshold=1.0), seed=0)[0]
+    assert fixed.diagnostics.deaths == [] and all(fixed.diagnostics.resampled)

@@ -48,8 +48,8 @@ def test_syntax_error_groups_expressions_and_statements():
     assert only_message(program("  let x = 1 +\n  return x")).startswith(
         "f.tts:5:3: expected an expression, found the keyword 'return'"
     )
-    assert only_message(HEAD + 'program f() -> text {\n  return "a"\n') == (
-        "f.tts:5:1: expected a statement or '}', found the end of the file\n    \n    ^"
+    assert only_message(HEAD + 'use x = model("a")\nprogram f() -> text {}\nuse') == (
+        "f.tts:5:4: expected a name, found the end of the file\n    use\n       ^"
     )
 
 
@@ -312,3 +312,98 @@ def test_runtime_errors_kill_the_particle_with_a_position():
     posterior = ImportanceSampling(2).run(module.programs["f"], [()], seed=0)[0]
     assert posterior.all_dead
     assert posterior.diagnostics.deaths == ["TtsRuntimeError: f.tts:5:10: index out of range"] * 2
+
+
+# ---- habits from Python get a hint of their own (read from Lark's tokens and expectations) --------------
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (
+            '  for i in range(3):\n    score 1\n  return "a"',
+            "f.tts:4:3: .tts has no `for` loop: repeat with `step (max N) { ... }` "
+            "(a step barrier between iterations; `finish` ends early)\n"
+            "      for i in range(3):\n"
+            "      ^",
+        ),
+        (
+            '  let x = true\n  if x:\n    score 1\n  return "a"',
+            "f.tts:5:7: a block is written in braces, `{ ... }`, not with ':' and indentation\n"
+            "      if x:\n"
+            "          ^",
+        ),
+        (
+            '  let x = 1\n  if x = 1 { score 1 }\n  return "a"',
+            "f.tts:5:8: '=' gives a variable a new value; to compare, write '=='\n"
+            "      if x = 1 { score 1 }\n"
+            "           ^",
+        ),
+        (
+            "  return 'abc'",
+            'f.tts:4:10: strings are written in double quotes ("..."), not single quotes\n'
+            "      return 'abc'\n"
+            "             ^",
+        ),
+        (
+            '  let x = true\n  if x { score 1 } elif x { score 2 }\n  return "a"',
+            "f.tts:5:20: write `else if`, not `elif`\n"
+            "      if x { score 1 } elif x { score 2 }\n"
+            "                       ^",
+        ),
+        (
+            '  let x = true && false\n  return "a"',
+            "f.tts:4:16: '&&' is written `and` in .tts\n      let x = true && false\n                   ^",
+        ),
+    ],
+)
+def test_python_habits_get_a_specific_hint(body, message):
+    assert only_message(program(body)) == message
+
+
+def test_an_unclosed_brace_is_reported_at_the_brace():
+    # the `if` block's '}' is missing: its '{' is named, not the next declaration
+    source = HEAD + (
+        'program f() -> text {\n  let x = 1\n  if true {\n    x = 2\n  return "a"\n}\n\n'
+        'program g() -> text {\n  return "b"\n}\n'
+    )
+    assert only_message(source) == (
+        "f.tts:5:11: this '{' is never closed: add its '}' (the keyword 'program' on line 10 "
+        "comes before it)\n"
+        "      if true {\n"
+        "              ^"
+    )
+    # a program's own '{', reached at the end of the file
+    assert only_message(HEAD + 'program f() -> text {\n  return "a"\n') == (
+        "f.tts:3:21: this '{' is never closed: add its '}' (the file ends before it is)\n"
+        "    program f() -> text {\n"
+        "                        ^"
+    )
+
+
+def test_a_zero_weight_death_names_its_place_in_the_file():
+    from ppl.algorithms import ImportanceSampling
+
+    module = load(program('  let x = 1\n  score log(0)\n  return "a"'), filename="f.tts")
+    posterior = ImportanceSampling(2).run(module.programs["f"], [()], seed=0)[0]
+    assert posterior.diagnostics.deaths == ["f.tts:5:3: score at site 0 gave weight zero"] * 2
+    module = load(program('  condition 1 > 2\n  return "a"'), filename="f.tts")
+    posterior = ImportanceSampling(1).run(module.programs["f"], [()], seed=0)[0]
+    assert posterior.diagnostics.deaths == ["f.tts:4:3: condition at site 0 gave weight zero"]
+
+
+def test_the_documented_spelling_works_after_import_ppl():
+    """README: `ppl.grammar.load(...)` after a bare `import ppl` (a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import ppl\n"
+        "m = ppl.grammar.load('version 0.1\\nprogram f() -> text {\\n  return \"a\"\\n}\\n',"
+        " catalog=ppl.grammar.Catalog({}, frozenset(), ()), models={})\n"
+        "print(sorted(m.programs), ppl.app.load, ppl.algorithms.SMC, ppl.backends.TabularLM)\n"
+        "ppl.nothing\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith("['f'] <function load")
+    assert done.stderr.strip().splitlines()[-1] == "AttributeError: module 'ppl' has no attribute 'nothing'"

@@ -9,6 +9,7 @@ from ppl.backends.verifiers import (
     bullets,
     check,
     checker,
+    final_expression,
     include_words,
     math_equal,
     regex_match,
@@ -107,3 +108,40 @@ def test_verifier_inside_a_program():
 
     posterior = ppl.infer(guess, [(lm,)], ImportanceSampling(8), seed=0)[0]
     assert posterior.distribution() == {"4": 1.0}
+
+
+# ---- the math checker's extraction rules (the module's docstring states them) ----------------------
+
+
+@pytest.mark.parametrize(
+    "answer, expression",
+    [
+        ("The answer is \\boxed{\\frac{1}{2}}, not \\boxed{3}", "3"),  # the last \boxed{}
+        ("so \\boxed{\\frac{1}{2}}.", "\\frac{1}{2}"),  # braces balanced
+        (" 5 + 9 = 14\nThe answer is 14.", "14"),  # after "answer is", final period dropped
+        ("The answer is: 14 eggs.", "14"),  # a colon, trailing words (a unit)
+        ("x = 6*7 = 42", "42"),  # after the last =
+        ("$-17$", "-17"),
+        ("3x + 1", "3x + 1"),  # single-letter variables
+        ("\\sqrt{2}", "\\sqrt{2}"),
+    ],
+)
+def test_math_reads_the_final_expression(answer, expression):
+    assert final_expression(answer) == expression
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["8`_@H&b>Cp", "8 apples", "Raj has 8 bags left.", "8@", "<8>", "no number here", "", "$ $", "8;"],
+)
+def test_garbage_around_a_number_is_not_an_answer(answer):
+    assert final_expression(answer) is None
+    assert not math_equal(answer, "8")
+    assert not check("math", answer, "8")
+
+
+def test_the_right_expression_passes_and_a_wrong_one_fails():
+    assert math_equal("The answer is 8.", "8") and math_equal("\\boxed{8}", 8)
+    assert not math_equal("The answer is 9.", "8")
+    assert math_equal("so it is 0.5", "\\frac{1}{2}") is False  # a word before it: no final expression
+    assert math_equal("= 0.5", "\\frac{1}{2}")
