@@ -20,14 +20,14 @@ def tts(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 def test_render_on_the_default_model_matches_its_chat_template(default_lm):
-    done = tts("render", EXAMPLE, "--backend", "vllm", "--input", "What is 2 + 2?")
+    done = tts("render", EXAMPLE, "--backend", "vllm", "--input", "What is 2 + 2?", "--first")
     assert done.returncode == 0, done.stderr
     ids = json.loads(done.stdout.strip().splitlines()[-1])
     expected = default_lm.chat(
         system="Solve step by step. Separate steps by a blank line.", user="What is 2 + 2?"
     )
     assert tuple(ids) == expected
-    assert "starting the vLLM engine" not in done.stderr  # a dry run starts no engine
+    assert "starting the vLLM engine" not in done.stderr  # --first starts no engine
 
 
 def test_run_on_the_default_model_produces_real_generations(tmp_path):
