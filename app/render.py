@@ -194,11 +194,13 @@ def format_requests(requests: list[Request], died: str | None) -> str:
             line += "".join(f", {k} = {v}" for k, v in settings.items())
             out.append(f"settings: {line}")
             _between_lines(out, "prompt text", r.prompt_ids, r.prompt_text)
-            segment = r.answer
-            out.append(
-                f"generated ({len(segment.token_ids)} tokens, finish {segment.finish_reason}): "
-                + json.dumps(segment.text, ensure_ascii=False)
-            )
+            segments = r.answer if isinstance(r.answer, tuple | list) else (r.answer,)  # gen(n = k): k of them
+            for i, segment in enumerate(segments, 1):
+                which = f"sample {i} of {len(segments)}, " if len(segments) > 1 else ""
+                out.append(
+                    f"generated ({which}{len(segment.token_ids)} tokens, finish {segment.finish_reason}): "
+                    + json.dumps(segment.text, ensure_ascii=False)
+                )
         elif r.kind == "select":
             out.append(f"options: {json.dumps(r.settings['options'], ensure_ascii=False)}")
             out.append(f"chosen: {json.dumps(r.answer, ensure_ascii=False)}")
