@@ -45,7 +45,9 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 import time
+from multiprocessing.connection import wait as wait_for_exit
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -63,6 +65,29 @@ INSTALL_HINT = (
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def watch_engine_processes(engine) -> threading.Event | None:
+    """Make a dead engine an error instead of a hang. vLLM's offline client waits for good on
+    its output queue when the engine-core process dies (its monitor marks the engine dead but
+    wakes nobody), so a daemon thread waits on the core processes and, if one exits before
+    ``close``, puts the error in that queue: the blocked ``step`` raises it. Returns the event
+    that ``close`` sets (None where the engine runs in this process)."""
+    core = getattr(engine.llm_engine, "engine_core", None)
+    processes = getattr(getattr(getattr(core, "resources", None), "engine_manager", None), "processes", None)
+    outputs = getattr(core, "outputs_queue", None)
+    if not processes or outputs is None:
+        return None
+    closed = threading.Event()
+
+    def watch() -> None:
+        wait_for_exit([process.sentinel for process in processes])
+        if not closed.is_set():
+            codes = ", ".join(str(p.exitcode) for p in processes if p.exitcode is not None)
+            outputs.put_nowait(RuntimeError(f"the vLLM engine process exited (exit code {codes})"))
+
+    threading.Thread(target=watch, daemon=True, name="ppl-engine-watch").start()
+    return closed
 
 
 class VLLMNotInstalledError(ImportError):
@@ -170,6 +195,7 @@ class VLLMEngine(HFTokenizer):
         self._path: Path | None = None
         self._tokenizer = None
         self._engine = None
+        self._engine_closed: threading.Event | None = None
 
     @property
     def path(self) -> Path:
@@ -209,6 +235,7 @@ class VLLMEngine(HFTokenizer):
                 self._engine = vllm.LLM(
                     model=str(path), **{**self.engine_settings, **self.engine_arguments()}
                 )
+            self._engine_closed = watch_engine_processes(self._engine)
             self.engine_start_seconds = time.perf_counter() - started
             self.progress(f"engine ready in {self.engine_start_seconds:.0f} s")
         return self._engine
@@ -216,6 +243,8 @@ class VLLMEngine(HFTokenizer):
     def close(self) -> None:
         """Stop the engine's processes now (otherwise they stop when Python exits)."""
         if self._engine is not None:
+            if self._engine_closed is not None:
+                self._engine_closed.set()  # its processes' exit is expected now
             core = getattr(self._engine.llm_engine, "engine_core", None)
             if core is not None and hasattr(core, "shutdown"):
                 core.shutdown()
