@@ -194,7 +194,9 @@ def format_requests(requests: list[Request], died: str | None) -> str:
             line += "".join(f", {k} = {v}" for k, v in settings.items())
             out.append(f"settings: {line}")
             _between_lines(out, "prompt text", r.prompt_ids, r.prompt_text)
-            segments = r.answer if isinstance(r.answer, tuple | list) else (r.answer,)  # gen(n = k): k of them
+            segments = (
+                r.answer if isinstance(r.answer, tuple | list) else (r.answer,)
+            )  # gen(n = k): k of them
             for i, segment in enumerate(segments, 1):
                 which = f"sample {i} of {len(segments)}, " if len(segments) > 1 else ""
                 out.append(

@@ -47,8 +47,8 @@ import os
 import sys
 import threading
 import time
-from multiprocessing.connection import wait as wait_for_exit
 from collections.abc import Callable, Sequence
+from multiprocessing.connection import wait as wait_for_exit
 from pathlib import Path
 
 from ppl.interfaces import GenRequest, NextTokenRequest, ScoreRequest, Segment, Usage
