@@ -72,13 +72,15 @@ def watch_engine_processes(engine) -> threading.Event | None:
     its output queue when the engine-core process dies (its monitor marks the engine dead but
     wakes nobody), so a daemon thread waits on the core processes and, if one exits before
     ``close``, puts the error in that queue: the blocked ``step`` raises it. Returns the event
-    that ``close`` sets (None where the engine runs in this process)."""
+    that ``close`` sets, with the ``processes`` watched (None where the engine runs in this
+    process)."""
     core = getattr(engine.llm_engine, "engine_core", None)
     processes = getattr(getattr(getattr(core, "resources", None), "engine_manager", None), "processes", None)
     outputs = getattr(core, "outputs_queue", None)
     if not processes or outputs is None:
         return None
     closed = threading.Event()
+    closed.processes = processes
 
     def watch() -> None:
         wait_for_exit([process.sentinel for process in processes])
@@ -240,6 +242,17 @@ class VLLMEngine(HFTokenizer):
             self.progress(f"engine ready in {self.engine_start_seconds:.0f} s")
         return self._engine
 
+    def _step(self, engine):
+        """One engine step; if an engine process has died, the error says so and how."""
+        try:
+            return engine.step()
+        except Exception as error:
+            processes = getattr(self._engine_closed, "processes", ())
+            codes = [str(p.exitcode) for p in processes if p.exitcode is not None]
+            if codes:
+                raise RuntimeError(f"the vLLM engine process exited (exit code {', '.join(codes)})") from error
+            raise
+
     def close(self) -> None:
         """Stop the engine's processes now (otherwise they stop when Python exits)."""
         if self._engine is not None:
@@ -320,7 +333,7 @@ class VLLM(VLLMEngine):
         started = time.perf_counter()
         done = []
         while not done and self._pending:
-            for output in engine.step():
+            for output in self._step(engine):
                 if output.finished and output.request_id in self._pending:
                     done.append((output.request_id, self._answer(output)))
         self.usage.wall_time += time.perf_counter() - started
@@ -348,7 +361,7 @@ class VLLM(VLLMEngine):
         engine = self.engine.llm_engine
         started = time.perf_counter()
         while len(answers) < len(wanted):
-            for output in engine.step():
+            for output in self._step(engine):
                 if not (output.finished and output.request_id in self._pending):
                     continue
                 answer = self._answer(output)
