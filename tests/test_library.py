@@ -1,6 +1,7 @@
 """The library of compound programs (examples/): mixture-of-agents, universal
 self-consistency, self-refine, an Archon-style architecture, program-of-thought with
-verification and plan–verify–select (a nested run), each a .tts file and its
+verification, plan–verify–select (a nested run) and START-style tool hints, each a .tts
+file and its
 Python twin with identical traces
 on the tabular backend, and the batching of a layered pipeline: one engine call per
 (layer, round) whatever the number of problems and samples per site."""
@@ -25,6 +26,7 @@ PAIRS = {  # example → (program, the models its Python twin takes before the p
     "archon": ("archon", ("lm", "judge")),
     "program_of_thought": ("pot", ("lm", "py")),
     "plan_verify_select": ("plan_verify_select", ("lm", "judge")),
+    "start_tool_hints": ("start", ("lm", "py")),
 }
 
 
@@ -142,3 +144,19 @@ def test_plan_verify_select_weighs_plans_inside_and_never_outside():
             verdicts = judge.reward([RewardRequest((problem, plan)) for plan in site.value.values])
             assert site.value.log_weights == tuple(verdicts)  # each plan weighed by the judge
             assert site.log_weight == 0.0
+
+
+def test_start_tool_hints_reads_the_error_and_goes_on():
+    """The random character LM writes no valid program: every tool answer is an error, the
+    error text is in the context of the last generation, and every particle finishes."""
+    module = load(EXAMPLES / "start_tool_hints.tts")
+    lm = module.models["lm"]
+    post = ImportanceSampling(3).run(module.programs["start"], [(PROBLEMS[1],)], seed=0)[0]
+    for particle in post.particles:
+        assert particle.status == "finished"
+        (tool,) = [s for s in particle.trace if s.kind == "tool"]
+        status, text = tool.value
+        assert status == "error"
+        last = [s for s in particle.trace if s.kind == "gen"][-1]
+        prompt = lm.decode(last.args["request"].prompt)
+        assert prompt.endswith(lm.decode(lm.encode(f"```\nOutput: error ({status}): {text}\n")))
