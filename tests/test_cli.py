@@ -29,6 +29,8 @@ INPUTS = {
     "self_refine": "What is 3 + 4?",
     "archon": "What is 3 + 4?",
     "program_of_thought": "What is 3 + 4?",
+    "plan_verify_select": "What is 3 + 4?",
+    "start_tool_hints": "What is 3 + 4?",
 }
 
 

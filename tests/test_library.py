@@ -1,6 +1,7 @@
 """The library of compound programs (examples/): mixture-of-agents, universal
-self-consistency, self-refine, an Archon-style architecture and program-of-thought with
-verification, each a .tts file and its
+self-consistency, self-refine, an Archon-style architecture, program-of-thought with
+verification, plan–verify–select (a nested run) and START-style tool hints, each a .tts
+file and its
 Python twin with identical traces
 on the tabular backend, and the batching of a layered pipeline: one engine call per
 (layer, round) whatever the number of problems and samples per site."""
@@ -24,6 +25,8 @@ PAIRS = {  # example → (program, the models its Python twin takes before the p
     "self_refine": ("self_refine", ("lm",)),
     "archon": ("archon", ("lm", "judge")),
     "program_of_thought": ("pot", ("lm", "py")),
+    "plan_verify_select": ("plan_verify_select", ("lm", "judge")),
+    "start_tool_hints": ("start", ("lm", "py")),
 }
 
 
@@ -121,3 +124,39 @@ def test_program_of_thought_is_exact_on_a_code_writing_lm():
     assert post.distribution() == pytest.approx({"6": 0.5, "7": 0.5}, abs=1e-12)
     reasons = {p.error.split("\n")[0] for p in post.particles if p.error}
     assert reasons == {"the program failed: error (error): NameError: name 'x' is not defined"}
+
+
+def test_plan_verify_select_weighs_plans_inside_and_never_outside():
+    """The nested run's plans carry the judge's weights; the outer particles' weights are
+    their own (no score outside the nested run: zero), and the plans' generations of every
+    outer particle of every problem are one engine call."""
+    from ppl.interfaces import RewardRequest
+
+    module = load(EXAMPLES / "plan_verify_select.tts")
+    judge = module.models["judge"]
+    program = module.programs["plan_verify_select"]
+    results = ImportanceSampling(2).run(program, [(p,) for p in PROBLEMS], seed=0)
+    assert results.stats.batch_sizes[("smollm2-135m-instruct", "generate")] == [2 * 2 * 3, 2 * 2]
+    for problem, post in zip(PROBLEMS, results):
+        assert all(p.log_weight == 0.0 for p in post.particles) and post.log_evidence == 0.0
+        for particle in post.particles:
+            (site,) = [s for s in particle.trace if s.kind == "infer"]
+            verdicts = judge.reward([RewardRequest((problem, plan)) for plan in site.value.values])
+            assert site.value.log_weights == tuple(verdicts)  # each plan weighed by the judge
+            assert site.log_weight == 0.0
+
+
+def test_start_tool_hints_reads_the_error_and_goes_on():
+    """The random character LM writes no valid program: every tool answer is an error, the
+    error text is in the context of the last generation, and every particle finishes."""
+    module = load(EXAMPLES / "start_tool_hints.tts")
+    lm = module.models["lm"]
+    post = ImportanceSampling(3).run(module.programs["start"], [(PROBLEMS[1],)], seed=0)[0]
+    for particle in post.particles:
+        assert particle.status == "finished"
+        (tool,) = [s for s in particle.trace if s.kind == "tool"]
+        status, text = tool.value
+        assert status == "error"
+        last = [s for s in particle.trace if s.kind == "gen"][-1]
+        prompt = lm.decode(last.args["request"].prompt)
+        assert prompt.endswith(lm.decode(lm.encode(f"```\nOutput: error ({status}): {text}\n")))
