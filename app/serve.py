@@ -404,7 +404,14 @@ def serve(
     import uvicorn
 
     programs = Programs(files, backend, options)
-    _start_engines(programs)
+    previous = signal.signal(signal.SIGTERM, _exit)  # a SIGTERM while engines start stops them too
+    try:
+        _start_engines(programs)
+    except BaseException:
+        programs.close()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     metrics = Metrics()
     runner = Runner(
         limits.in_flight,
@@ -448,6 +455,10 @@ def serve(
     return 0
 
 
+def _exit(*_) -> None:
+    raise SystemExit(143)
+
+
 def _start_engines(programs: Programs) -> None:
     """Start the vLLM engines now, in this thread, so the first request does not wait ~30 s
     for one and /health answers only once the server can serve."""
@@ -458,7 +469,6 @@ def _start_engines(programs: Programs) -> None:
             try:
                 model.engine  # noqa: B018 - the property starts the engine
             except Exception as error:
-                programs.close()
                 raise RuntimeError(
                     f"the engine of {model.name} did not start: {type(error).__name__}: {error}"
                 ) from None
