@@ -418,7 +418,7 @@ def cmd_serve(args) -> int:
             on_sigterm=args.on_sigterm,
             drain_timeout=args.drain_timeout,
         )
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RuntimeError) as error:
         raise UserError(str(error)) from None
 
 

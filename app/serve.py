@@ -404,6 +404,14 @@ def serve(
     import uvicorn
 
     programs = Programs(files, backend, options)
+    previous = signal.signal(signal.SIGTERM, _exit)  # a SIGTERM while engines start stops them too
+    try:
+        _start_engines(programs)
+    except BaseException:
+        programs.close()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     metrics = Metrics()
     runner = Runner(
         limits.in_flight,
@@ -431,12 +439,39 @@ def serve(
         server.run()
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if runner.closed is None:
-            runner.close(cancel=True)
+        left = runner.pending()
+        if runner.closed != "cancel":  # not started, or a drain that ran out of time
+            runner.close(cancel=True, reason="the server stopped")
         runner.join(timeout=10)
         programs.close()
-        print(f"tts serve: stopped ({server.outcome})", file=sys.stderr, flush=True)
+        outcome = server.outcome
+        if state.shutting_down == "drain" and left:
+            total = server.drain_pending
+            outcome = (
+                f"drained {total - left} of {total} requests; {left} not finished within "
+                f"{config.timeout_graceful_shutdown} s were cancelled"
+            )
+        print(f"tts serve: stopped ({outcome})", file=sys.stderr, flush=True)
     return 0
+
+
+def _exit(*_) -> None:
+    raise SystemExit(143)
+
+
+def _start_engines(programs: Programs) -> None:
+    """Start the vLLM engines now, in this thread, so the first request does not wait ~30 s
+    for one and /health answers only once the server can serve."""
+    from ppl.backends.vllm import VLLMEngine
+
+    for model in {id(m): m for m in programs.models.values()}.values():
+        if isinstance(model, VLLMEngine):
+            try:
+                model.engine  # noqa: B018 - the property starts the engine
+            except Exception as error:
+                raise RuntimeError(
+                    f"the engine of {model.name} did not start: {type(error).__name__}: {error}"
+                ) from None
 
 
 class _Server:
@@ -455,6 +490,7 @@ class _Server:
 
         self.server = Server(config)
         self.state, self.mode, self.outcome = state, on_sigterm, "not started"
+        self.drain_pending = 0
 
     def run(self) -> None:
         self.outcome = "stopped"
@@ -475,7 +511,7 @@ class _Server:
                 flush=True,
             )
             state.runner.close(cancel=False)
-            self.outcome = f"drained {pending} {noun}"
+            self.outcome, self.drain_pending = f"drained {pending} {noun}", pending
         else:
             print(
                 f"tts serve: shutting down: cancelling {pending} {noun} in flight",

@@ -143,7 +143,8 @@ class Runner:
             return len(self._jobs)
 
     def close(self, *, cancel: bool, reason: str = "the server is shutting down") -> None:
-        """Stop taking requests; finish the ones in flight (drain) or cancel them."""
+        """Stop taking requests; finish the ones in flight (drain) or cancel them (also after
+        a drain)."""
         self.closed = "cancel" if cancel else "drain"
         if cancel:
             with self._lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -87,7 +88,7 @@ class TtsServe:
         if api_key is not None:
             command += ["--api-key", api_key]
         self.process = subprocess.Popen(
-            command, stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ)
+            command, stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ), start_new_session=True
         )
 
     def wait_healthy(self, timeout: float = 60.0) -> TtsServe:
@@ -131,6 +132,8 @@ class TtsServe:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):  # whatever it started (an engine core) goes too
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.log.close()
         out = Path(self.log.name).read_text(errors="replace")
         os.unlink(self.log.name)

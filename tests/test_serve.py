@@ -264,22 +264,29 @@ def wait_for(condition, timeout: float = 20.0) -> bool:
 CLIENT = """
 import sys, openai
 client = openai.OpenAI(base_url=sys.argv[1], api_key=sys.argv[2], max_retries=0, timeout=600)
-client.chat.completions.create(model="echo:spin", messages=[{"role": "user", "content": "long"}],
+reply = client.chat.completions.create(model="echo:spin", messages=[{"role": "user", "content": "long"}],
+    stream=sys.argv[3] == "stream",
     extra_body={"ppl": {"algorithm": "importance", "particles": 24, "inputs": {"rounds": 1000000}}})
+for chunk in reply if sys.argv[3] == "stream" else ():
+    pass
 """
 
 
-def test_a_killed_client_has_its_particles_cancelled_and_the_others_are_unaffected(server, client, module):
+@pytest.mark.parametrize("mode", ["whole", "stream"])
+def test_a_killed_client_has_its_particles_cancelled_and_the_others_are_unaffected(
+    server, client, module, mode
+):
     before = server.metrics().get('ppl:particles_cancelled_total{reason="disconnected"}', 0)
-    victim = subprocess.Popen([sys.executable, "-c", CLIENT, server.url + "/v1", KEY])
+    victim = subprocess.Popen([sys.executable, "-c", CLIENT, server.url + "/v1", KEY, mode])
     try:
         assert wait_for(lambda: server.metrics()["ppl:num_particles_running"] >= 24), server.tail()
-        others = ThreadPoolExecutor(4).map(
-            lambda i: chat(client, f"Other {i}", seed=i).choices[0].message.content, range(4)
-        )
-        victim.kill()
-        victim.wait(timeout=10)
-        assert list(others) == [top(alone(module, f"Other {i}", seed=i))[0] for i in range(4)]
+        with ThreadPoolExecutor(4) as pool:  # other clients, in flight while the victim dies
+            others = pool.map(
+                lambda i: chat(client, f"Other {i}", seed=i).choices[0].message.content, range(4)
+            )
+            victim.kill()
+            victim.wait(timeout=10)
+            assert list(others) == [top(alone(module, f"Other {i}", seed=i))[0] for i in range(4)]
         cancelled = 'ppl:particles_cancelled_total{reason="disconnected"}'
         assert wait_for(lambda: server.metrics().get(cancelled, 0) == before + 24), server.metrics()
         assert wait_for(lambda: server.metrics()["ppl:num_particles_running"] == 0)

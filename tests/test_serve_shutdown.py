@@ -80,3 +80,23 @@ def test_sigterm_drains_a_request_in_flight_by_default():
     assert answer[0].status_code == 200, answer[0].text
     assert answer[0].json()["choices"][0]["message"]["content"] == "wait"
     assert "tts serve: stopped (drained 1 request)" in out
+
+
+def test_a_drain_that_runs_out_of_time_cancels_what_is_left_and_says_so():
+    server = TtsServe(str(ECHO), "--drain-timeout", "1").wait_healthy()
+    try:
+        thread, answer = in_background(lambda: _quietly(spin, server.url, 10**6, 4))
+        assert wait_for(lambda: server.metrics()["ppl:num_requests_running"] == 1)
+    finally:
+        out = server.stop(signal.SIGTERM)
+    thread.join(30)
+    assert "tts serve: shutting down: draining 1 request in flight (up to 1.0 s" in out, out
+    assert "tts serve: stopped (drained 0 of 1 requests; 1 not finished within 1.0 s were cancelled)" in out
+    assert not isinstance(answer[0], httpx.Response) or answer[0].status_code != 200
+
+
+def _quietly(fn, *args):
+    try:
+        return fn(*args)
+    except httpx.HTTPError as error:  # the connection closes without a reply
+        return error

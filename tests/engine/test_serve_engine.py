@@ -48,7 +48,7 @@ def server(tmp_path_factory):
     path.write_text(SOURCE)
     serve = TtsServe(str(path), "--backend", "vllm", "--engine", "max_num_seqs=32", "--timeout", "600")
     try:
-        yield serve.wait_healthy(timeout=120)
+        yield serve.wait_healthy(timeout=900)  # the engine starts before the server binds
     finally:
         serve.stop()
 
