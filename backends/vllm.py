@@ -80,6 +80,8 @@ def _import_vllm():
     return vllm
 
 
+import_vllm = _import_vllm  # vLLM, imported with its import-time warnings at VLLM_LOGGING_LEVEL
+
 ENGINE_LOG = "PPL_ENGINE_LOG"  # a file for the engine processes' own output (the tts CLI sets it)
 
 
