@@ -390,7 +390,8 @@ class Scheduler:
 
     ``max_particles`` / ``max_problems`` bound what is in flight; problems beyond them wait
     in the queue (at least one problem is always admitted, whatever its size). ``watch``
-    is called with a ``RunProgress`` at most every ``watch_every`` seconds, between rounds.
+    is called with a ``RunProgress`` at most every ``watch_every`` seconds between rounds,
+    and as each problem finishes (with its final state).
     """
 
     def __init__(
@@ -472,11 +473,11 @@ class Scheduler:
             waiting=len(self._tickets),
         )
 
-    def _report(self) -> None:
+    def _report(self, force: bool = False) -> None:
         if self.watch is None:
             return
         now = time.perf_counter()
-        if now - self._watched >= self.watch_every:
+        if force or now - self._watched >= self.watch_every:
             self._watched = now
             self.watch(self.progress())
 
@@ -538,6 +539,7 @@ class Scheduler:
             elif run.algorithm.restart(run, run.source):
                 still_active.append(run)
             else:
+                self._report(force=True)  # a display shows every problem's final state
                 self.completed[run.index] = run.algorithm.finish(run)
                 del self._runs[run.index]
                 finished.append(run)

@@ -227,7 +227,7 @@ def test_the_scheduler_reports_where_a_run_stands_for_a_live_display():
     for index, start in enumerate(["a", "b", "ab"]):
         scheduler.submit(index, ragged, (lm, start), {}, algorithm, source)
     results = dict(scheduler.results())
-    assert len(seen) == scheduler.stats.rounds - 1  # every round but the last, which ends the run
+    assert len(seen) == scheduler.stats.rounds - 1 + 3  # every round but the last, and each of 3 ends
     assert seen[0].steps == 0 and max(s.steps for s in seen) >= 2
     assert all(a.tokens_out <= b.tokens_out and a.elapsed <= b.elapsed for a, b in zip(seen, seen[1:]))
     assert (
