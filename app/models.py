@@ -35,7 +35,7 @@ from ppl.backends.pooling import PoolingPRM
 from ppl.backends.prm import AGGREGATIONS as PRM_AGGREGATIONS
 from ppl.backends.prm import DEFAULT_QUESTION, JudgeSteps, ProcessReward
 from ppl.backends.tabular import TabularJudge, TabularLM
-from ppl.backends.vllm import INSTALL_HINT, VLLM
+from ppl.backends.vllm import INSTALL_HINT, VLLM, import_vllm
 from ppl.errors import PPLError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -176,7 +176,7 @@ def vllm_model(name: str, **engine_settings):
 
 def _require_vllm() -> None:
     try:  # an optional, heavy dependency: imported only to see that it is installed
-        import vllm  # noqa: F401
+        import_vllm()  # (quietly: its import-time warnings obey VLLM_LOGGING_LEVEL)
     except ImportError:
         raise BackendError(f"the vllm backend is not installed: {INSTALL_HINT}") from None
 

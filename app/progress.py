@@ -23,9 +23,18 @@ def detail(progress: RunProgress) -> str:
     parts = [f"step {progress.steps}", f"{progress.live}/{progress.particles} live"]
     if progress.ess is not None:
         parts.append(f"ESS {progress.ess:.1f}")
-    parts.append(f"{progress.tokens_per_second:.0f} tok/s")
+    rate = progress.tokens_per_second
+    parts.append(f"{rate:.0f} tok/s" if rate >= 10 else f"{rate:.1f} tok/s")
     parts.append(f"{progress.waiting} waiting")
     return " · ".join(parts)
+
+
+def _console():
+    """Standard error; when it is not a terminal (a log file), wide enough for the whole line."""
+    from rich.console import Console
+
+    console = Console(file=sys.stderr)
+    return console if console.is_terminal else Console(file=sys.stderr, width=160)
 
 
 class Display:
@@ -38,7 +47,6 @@ class Display:
         self._task = None
         if not enabled:
             return
-        from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._progress = Progress(
@@ -47,7 +55,7 @@ class Display:
             TextColumn(f"{{task.completed}}/{{task.total}} {unit}"),
             TimeElapsedColumn(),
             TextColumn("{task.fields[detail]}"),
-            console=Console(file=sys.stderr),
+            console=_console(),
             transient=False,
         )
         self._task = self._progress.add_task(description, total=total, completed=done, detail="starting")

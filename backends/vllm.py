@@ -107,6 +107,8 @@ def _import_vllm():
     return vllm
 
 
+import_vllm = _import_vllm  # vLLM, imported with its import-time warnings at VLLM_LOGGING_LEVEL
+
 ENGINE_LOG = "PPL_ENGINE_LOG"  # a file for the engine processes' own output (the tts CLI sets it)
 
 
@@ -250,7 +252,9 @@ class VLLMEngine(HFTokenizer):
             processes = getattr(self._engine_closed, "processes", ())
             codes = [str(p.exitcode) for p in processes if p.exitcode is not None]
             if codes:
-                raise RuntimeError(f"the vLLM engine process exited (exit code {', '.join(codes)})") from error
+                raise RuntimeError(
+                    f"the vLLM engine process exited (exit code {', '.join(codes)})"
+                ) from error
             raise
 
     def close(self) -> None:

@@ -88,9 +88,9 @@ class Infer:
         info = replace(self.info, settings={**self.info.settings, **settings})
         return Infer(self.program, info.spec.build(info.settings), info)
 
-    def run(self, problems, *, seed: int = 0, progress=False):
+    def run(self, problems, *, seed: int = 0, progress=False, watch=None):
         """Run the interpreter on the program for each problem; one Posterior per problem."""
-        return self.algorithm.run(self.program, problems, seed=seed, progress=progress)
+        return self.algorithm.run(self.program, problems, seed=seed, progress=progress, watch=watch)
 
 
 @dataclass

@@ -59,6 +59,7 @@ from .types import (
     unify,
 )
 
+_PYTHON_WORDS = {"True": "`true`", "False": "`false`", "None": "no None (every value has a type)"}
 USE_TYPES = {
     "model": MODEL,
     "judge": JUDGE,
@@ -645,7 +646,9 @@ class _Checker:
         if isinstance(node, ast.Name):
             variable = self.lookup(node.id)
             if variable is None:
-                self.error(node.pos, f"unknown name '{node.id}'")
+                spelt = _PYTHON_WORDS.get(node.id)
+                hint = f": .tts writes {spelt}" if spelt else ""
+                self.error(node.pos, f"unknown name '{node.id}'{hint}")
                 return ERROR
             return variable.type
         if isinstance(node, ast.ListExpr):

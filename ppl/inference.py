@@ -232,8 +232,11 @@ def _progress(progress, total: int, name: str):
     return (lambda index, posterior: bar.update(1)), bar
 
 
-def infer(program, problems: Iterable, algorithm: Algorithm, *, seed: int = 0, progress=False) -> Results:
-    """Run ``algorithm`` on ``program`` for every problem; one Posterior per problem."""
+def infer(
+    program, problems: Iterable, algorithm: Algorithm, *, seed: int = 0, progress=False, watch=None
+) -> Results:
+    """Run ``algorithm`` on ``program`` for every problem; one Posterior per problem.
+    ``progress`` and ``watch`` are those of ``Algorithm.run``."""
     if not isinstance(algorithm, Algorithm):
         raise TypeError(f"algorithm must be a ppl Algorithm (e.g. SMC(...)), got {type(algorithm).__name__}")
-    return algorithm.run(program, problems, seed=seed, progress=progress)
+    return algorithm.run(program, problems, seed=seed, progress=progress, watch=watch)

@@ -428,7 +428,7 @@ class Scheduler:
     in the queue (at least one problem is always admitted, whatever its size). With
     ``trace`` each problem keeps its genealogy (``ProblemRun.history``, ``ppl.history``).
     ``watch`` is called with a ``RunProgress`` at most every ``watch_every`` seconds, between
-    rounds.
+    rounds, and as each problem finishes (with its final state).
     """
 
     def __init__(
@@ -629,11 +629,11 @@ class Scheduler:
             waiting=len(self._tickets),
         )
 
-    def _report(self) -> None:
+    def _report(self, force: bool = False) -> None:
         if self.watch is None:
             return
         now = time.perf_counter()
-        if now - self._watched >= self.watch_every:
+        if force or now - self._watched >= self.watch_every:
             self._watched = now
             self.watch(self.progress())
 
@@ -704,6 +704,7 @@ class Scheduler:
                 if run.algorithm.restart(run, run.source):
                     still_active.append(run)
                     continue
+                self._report(force=True)  # a display shows every problem's final state
                 posterior = run.algorithm.finish(run)
                 del self._runs[run.index]
                 if run.parent is not None:

@@ -34,12 +34,12 @@ INPUTS = {
 }
 
 
-def tts(*args, cwd=ROOT) -> subprocess.CompletedProcess:
+def tts(*args, cwd=ROOT, timeout=120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "ppl.app.cli", *map(str, args)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         cwd=cwd,
     )
 
@@ -280,7 +280,7 @@ def test_eval_refuses_a_budget_the_interpreter_cannot_take_before_anything_runs(
 def test_engine_keys_are_checked_against_vllm_before_any_engine_starts():
     done = tts(
         "run", ROOT / "examples/particle_filter.tts", "--backend", "vllm", "--input", "2+2",
-        "--engine", "gpu_memory_utilisation=0.3",
+        "--engine", "gpu_memory_utilisation=0.3", timeout=600,  # importing vLLM takes a while
     )  # fmt: skip
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-3:] == [
@@ -290,6 +290,7 @@ def test_engine_keys_are_checked_against_vllm_before_any_engine_starts():
         "    ^",
     ]
     assert "starting the vLLM engine" not in done.stderr
+    assert "Triton" not in done.stderr  # vLLM's import-time warnings are below VLLM_LOGGING_LEVEL
 
 
 NAMES = """version 0.1
@@ -413,3 +414,33 @@ def test_resume_refuses_a_results_file_of_other_inputs(tmp_path):
     assert done.stderr.strip().splitlines()[-1] == (
         f"tts run: {out}:1: problem 0 was run with other inputs; use another --out"
     )
+
+
+def test_ctrl_c_in_eval_says_what_was_saved_and_the_resumed_run_how_much_was_done(tmp_path):
+    import signal
+    import time
+
+    tasks, out = tmp_path / "tasks.jsonl", tmp_path / "results.jsonl"
+    tasks.write_text(
+        "".join(
+            f'{{"id": "t{i}", "input": {0.25 * i}, "reference": "x", "checker": "exact"}}\n' for i in range(8)
+        )
+    )
+    command = [sys.executable, "-m", "ppl.app.cli", "eval", str(ROOT / "examples/reward_tilted.tts")]
+    command += ["--data", str(tasks), "--out", str(out), "--budgets", "64,128", "--in-flight", "128"]
+    command += ["--no-progress", "--no-plot"]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while not (out.exists() and out.read_text().count("\n") >= 1):
+        assert child.poll() is None and time.monotonic() < deadline, "tts eval ended before a result"
+        time.sleep(0.005)
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=120)
+    saved = sum(json.loads(line)["kind"] == "task" for line in out.read_text().splitlines())
+    assert child.returncode == 130 and 1 <= saved < 16, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"tts eval: interrupted: {saved} task results are saved in {out}; run the same command to resume"
+    )
+    resumed = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stderr.splitlines()[0] == f"tts eval: resuming {out}: {saved} of 16 task runs already done"

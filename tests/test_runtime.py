@@ -216,3 +216,27 @@ def test_a_program_that_differs_on_replay_kills_the_copies_that_diverge():
 
     fixed = ppl.infer(flaky, [(lm, Fixed())], SMC(particles=8, ess_threshold=1.0), seed=0)[0]
     assert fixed.diagnostics.deaths == [] and all(fixed.diagnostics.resampled)
+
+
+def test_the_scheduler_reports_where_a_run_stands_for_a_live_display():
+    """``watch`` gets RunProgress snapshots: the step and the tokens grow, live particles and
+    ESS are those of the problems in flight, and streamed requests show as waiting."""
+    lm, algorithm, source = Stepwise(make_lm()), SMC(6, ess_threshold=1.0), SeededSource(3)
+    seen = []
+    scheduler = Scheduler(watch=seen.append, watch_every=0.0, max_particles=12)
+    for index, start in enumerate(["a", "b", "ab"]):
+        scheduler.submit(index, ragged, (lm, start), {}, algorithm, source)
+    results = dict(scheduler.results())
+    assert len(seen) == scheduler.stats.rounds - 1 + 3  # every round but the last, and each of 3 ends
+    assert seen[0].steps == 0 and max(s.steps for s in seen) >= 2
+    assert all(a.tokens_out <= b.tokens_out and a.elapsed <= b.elapsed for a, b in zip(seen, seen[1:]))
+    assert (
+        seen[-1].tokens_out
+        <= scheduler.stats.tokens_out
+        == sum(p.diagnostics.tokens_out for p in results.values())
+    )
+    assert max(s.particles for s in seen) == 12 and max(s.active for s in seen) == 2  # within the limit
+    assert seen[0].queued == 1 and seen[-1].queued == 0 and seen[-1].done >= 1
+    assert max(s.waiting for s in seen) > 0  # Stepwise streams: requests wait in the engine
+    assert all(s.live <= s.particles for s in seen)
+    assert any(s.ess is not None and 0 < s.ess <= 6 for s in seen)

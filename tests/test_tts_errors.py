@@ -407,3 +407,10 @@ def test_the_documented_spelling_works_after_import_ppl():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.startswith("['f'] <function load")
     assert done.stderr.strip().splitlines()[-1] == "AttributeError: module 'ppl' has no attribute 'nothing'"
+
+
+def test_python_constants_are_spelt_the_tts_way():
+    assert error_of(program("  let x = True\n  let y = None\n  return text(x)")).messages == [
+        "unknown name 'True': .tts writes `true`",
+        "unknown name 'None': .tts writes no None (every value has a type)",
+    ]

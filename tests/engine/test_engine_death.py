@@ -53,7 +53,9 @@ def test_a_killed_engine_raises_engine_error_and_keeps_every_finished_problem(do
                 for pid in pids:
                     os.kill(pid, signal.SIGKILL)
     error = caught.value
-    assert "doomed.poll failed" in str(error) and "the vLLM engine process exited (exit code -9)" in str(error)
+    assert "doomed.poll failed" in str(error) and "the vLLM engine process exited (exit code -9)" in str(
+        error
+    )
     assert error.backend == "doomed"
     assert set(delivered) <= set(error.completed), "every delivered problem is in the error"
     assert set(error.completed) & {0, 1} and not set(error.completed) & {2, 3, 4, 5}
