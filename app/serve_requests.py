@@ -409,15 +409,19 @@ def ppl_field(posterior, prepared: Prepared) -> dict[str, Any]:
 
     record = posterior_record(posterior)
     law = [[v, p] for v, p in answers(posterior, 100)] if not posterior.all_dead else []
+    # ESS fields only where they mean something for the interpreter (absent for beam search, MH)
+    weights = {
+        key: record[field]
+        for key, field in (("ess", "final_ess"), ("ess_per_step", "ess"), ("resampled", "resampled"))
+        if field in record
+    }
     return {
         "program": prepared.served.id,
         "algorithm": prepared.described,
         "seed": prepared.seed,
         "log_evidence": record["log_evidence"],
         "evidence": record["evidence"],
-        "ess": record["final_ess"],
-        "ess_per_step": record["ess"],
-        "resampled": record["resampled"],
+        **weights,
         "distribution": law,
         "log_weights": [w if math.isfinite(w) else None for w in posterior.log_weights],
         "engine_calls": record["engine_calls"],

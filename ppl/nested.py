@@ -125,7 +125,15 @@ class InferRequest:
 
 
 class SubRun:
-    """Answers ``InferRequest``s by running each as its own run (direct execution, enumeration)."""
+    """Answers ``InferRequest``s by running each as its own run (direct execution, enumeration).
+
+    Stateless: every instance is the same engine (so a replayed nested site asks what it asked)."""
+
+    def __eq__(self, other) -> bool:
+        return type(other) is SubRun
+
+    def __hash__(self) -> int:
+        return hash(SubRun)
 
     name = "nested inference"
 

@@ -322,10 +322,9 @@ def test_runtime_errors_kill_the_particle_with_a_position():
     [
         (
             '  for i in range(3):\n    score 1\n  return "a"',
-            "f.tts:4:3: .tts has no `for` loop: repeat with `step (max N) { ... }` "
-            "(a step barrier between iterations; `finish` ends early)\n"
+            "f.tts:4:20: a block is written in braces, `{ ... }`, not with ':' and indentation\n"
             "      for i in range(3):\n"
-            "      ^",
+            "                       ^",
         ),
         (
             '  let x = true\n  if x:\n    score 1\n  return "a"',
