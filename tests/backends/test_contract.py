@@ -94,6 +94,20 @@ def check_segment(backend, request: GenRequest, s) -> None:
             assert sum(s.token_logprobs) == pytest.approx(0.0, abs=backend.logprob_abs)
 
 
+def same_segments(got, expected, tolerance: float) -> bool:
+    """The same segments, token for token, with log-probabilities within ``tolerance``."""
+    if [[(s.token_ids, s.text, s.finish_reason) for s in segments] for segments in got] != [
+        [(s.token_ids, s.text, s.finish_reason) for s in segments] for segments in expected
+    ]:
+        return False
+    pairs = [(a, b) for x, y in zip(got, expected) for a, b in zip(x, y)]
+    return all(
+        a.logprob == pytest.approx(b.logprob, abs=tolerance * max(1, len(a.token_ids)))
+        and a.token_logprobs == pytest.approx(b.token_logprobs, abs=tolerance)
+        for a, b in pairs
+    )
+
+
 def test_generation_contract(backend):
     """n segments per request, in request order, each honouring its stop strings, max tokens
     and temperature; the same seeded batch twice gives the same answers."""
@@ -112,10 +126,12 @@ def test_generation_contract(backend):
     assert {"stop", "length"} <= reasons, "the grid reaches both stop strings and max_tokens"
     sampled = [segments for r, segments in zip(requests, answers) if r.temperature > 0 and r.n > 1]
     assert any(len({s.token_ids for s in segments}) > 1 for segments in sampled), "n branches are n draws"
-    assert lm.generate(requests) == answers  # same seeds, same answers
+    # same seeds, same answers: the same tokens; log-probabilities to the engine's resolution
+    # (a server batches concurrent requests as they arrive, and bf16 sums depend on the batch)
+    assert same_segments(lm.generate(requests), answers, backend.score_abs)
     if backend.seeded_alone_equals_batch:
         for request, segments in list(zip(requests, answers))[:: max(1, len(requests) // 4)]:
-            assert lm.generate([request])[0] == segments
+            assert same_segments(lm.generate([request]), [segments], backend.score_abs)
     if backend.scores_any_temperature:
         scored = [(r, s) for r, segments in zip(requests, answers) for s in segments]
         scores = lm.logprob([ScoreRequest(r.prompt, s.token_ids, s.eos, r.temperature) for r, s in scored])

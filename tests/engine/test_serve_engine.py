@@ -83,7 +83,7 @@ def test_concurrent_requests_share_the_engine(server, client):
 CLIENT = """
 import sys, openai
 client = openai.OpenAI(base_url=sys.argv[1], api_key="none", max_retries=0, timeout=600)
-client.chat.completions.create(model="long", messages=[{"role": "user", "content": "Tell a long story."}],
+client.chat.completions.create(model="engine:long", messages=[{"role": "user", "content": "Tell a long story."}],
     extra_body={"ppl": {"algorithm": "importance", "particles": 4}})
 """
 
