@@ -891,7 +891,7 @@ class Scheduler:
         particle.answer = request.take(list(answers))
         particle.status = RUNNING
 
-    def _guarded(self, model, method: str, call: Callable, *args):
+    def _guarded(self, model, method: str, call: Callable, *args, what: str = ""):
         """``call(*args)`` for ``model``; a failure becomes an ``EngineError`` that keeps the
         finished problems."""
         try:
@@ -899,7 +899,7 @@ class Scheduler:
         except Exception as error:
             name = _model_name(model)
             raise EngineError(
-                f"{name}.{method} failed: {type(error).__name__}: {error}",
+                f"{name}.{method} failed{what}: {type(error).__name__}: {error}",
                 backend=name,
                 completed=self.completed,
             ) from error
@@ -909,14 +909,7 @@ class Scheduler:
         finished problems."""
         name = _model_name(model)
         what = f" on a batch of {len(args[-1])} requests" if args else ""
-        try:
-            answers = getattr(model, method)(*args)
-        except Exception as error:
-            raise EngineError(
-                f"{name}.{method} failed{what}: {type(error).__name__}: {error}",
-                backend=name,
-                completed=self.completed,
-            ) from error
+        answers = self._guarded(model, method, lambda: getattr(model, method)(*args), what=what)
         if args and len(answers) != len(args[-1]):
             raise EngineError(
                 f"{name}.{method} returned {len(answers)} answers for {len(args[-1])} requests",
