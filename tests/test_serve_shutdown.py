@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -68,17 +69,39 @@ def test_a_full_queue_gets_429_and_sigterm_cancels_what_is_in_flight():
     assert "tts serve: stopped (cancelled 2 requests)" in out and "Traceback" not in out
 
 
+def spin_streamed(url: str, rounds: int, started: threading.Event) -> tuple[int, str]:
+    """A streamed ``spin`` request: sets ``started`` at its first progress event (so the
+    request is in flight, whatever the machine's speed), then reads the answer to the end."""
+    body = {
+        "model": "echo:spin",
+        "messages": [{"role": "user", "content": "wait"}],
+        "stream": True,
+        "ppl": {"algorithm": "importance", "particles": 4, "inputs": {"rounds": rounds}},
+    }
+    text = []
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=120) as response:
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[len("data: ") :])
+            if "progress" in (chunk.get("ppl") or {}):
+                started.set()
+            for choice in chunk.get("choices", []):
+                text.append(choice["delta"].get("content") or "")
+        return response.status_code, "".join(text)
+
+
 def test_sigterm_drains_a_request_in_flight_by_default():
     server = TtsServe(str(ECHO)).wait_healthy()
+    started = threading.Event()
     try:
-        thread, answer = in_background(spin, server.url, 1000, 4)
-        assert wait_for(lambda: server.metrics()["ppl:num_requests_running"] == 1)
+        thread, answer = in_background(spin_streamed, server.url, 5000, started)
+        assert started.wait(30), server.tail()
     finally:
         out = server.stop(signal.SIGTERM)
     thread.join(30)
     assert "tts serve: shutting down: draining 1 request in flight" in out, out
-    assert answer[0].status_code == 200, answer[0].text
-    assert answer[0].json()["choices"][0]["message"]["content"] == "wait"
+    assert answer == [(200, "wait")], out
     assert "tts serve: stopped (drained 1 request)" in out
 
 
