@@ -87,6 +87,7 @@ def posterior_record(posterior: Posterior) -> dict:
         out["resampled"] = [bool(r) for r in d.resampled]
     out["tokens_in"] = d.tokens_in
     out["tokens_out"] = d.tokens_out
+    out["tokens_cached"] = d.tokens_cached
     out["engine_calls"] = d.engine_calls
     out["wall_time"] = round(d.wall_time, 4)
     out["barrier_wait"] = round(d.barrier_wait, 4)

@@ -294,6 +294,7 @@ class Reply:
             "prompt_tokens": d.tokens_in,
             "completion_tokens": d.tokens_out,
             "total_tokens": d.tokens_in + d.tokens_out,
+            "prompt_tokens_details": {"cached_tokens": d.tokens_cached},
         }
 
     def whole(self, posterior) -> dict:

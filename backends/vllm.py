@@ -293,6 +293,7 @@ class VLLM(VLLMEngine):
         self._counter = 0
         self._pending: dict[str, tuple[str, object]] = {}  # ticket → (method, request) in the engine
         self._finished: list[tuple[str, object]] = []  # answered while a synchronous call waited
+        self._cached: dict[str, int] = {}  # ticket → its prompt tokens served from the prefix cache
 
     def engine_arguments(self) -> dict:
         return {"logprobs_mode": "processed_logprobs"}
@@ -354,6 +355,8 @@ class VLLM(VLLMEngine):
             self.engine.llm_engine.abort_request(running)
         for ticket in running:
             del self._pending[ticket]
+        for ticket in gone:
+            self._cached.pop(ticket, None)
         self._finished = [(t, a) for t, a in self._finished if t not in gone]
 
     def _drain(self, tickets: list[str]) -> list:
@@ -374,17 +377,24 @@ class VLLM(VLLMEngine):
                 else:
                     self._finished.append((output.request_id, answer))
         self.usage.wall_time += time.perf_counter() - started
+        for ticket in tickets:  # a synchronous call's cache hits stay in ``usage`` only
+            self._cached.pop(ticket, None)
         return [answers[t] for t in tickets]
+
+    def take_cached_tokens(self, ticket: str) -> int:
+        """How many of an answered request's prompt tokens came from the prefix cache (once)."""
+        return self._cached.pop(ticket, 0)
 
     def _answer(self, output):
         method, part = self._pending.pop(output.request_id)
         self.usage.prompt_tokens += len(output.prompt_token_ids or ())
+        cached = output.num_cached_tokens or 0
+        self.usage.cached_prompt_tokens += cached
+        self._cached[output.request_id] = cached
         if method == "generate":
-            self.usage.cached_prompt_tokens += output.num_cached_tokens or 0
             self.usage.generated_tokens += sum(len(c.token_ids) for c in output.outputs)
             return self._segments(output, part)
         if method == "next_token_logprobs":
-            self.usage.cached_prompt_tokens += output.num_cached_tokens or 0
             self.usage.generated_tokens += sum(len(c.token_ids) for c in output.outputs)
             return self._read_next(output, part)
         ids = output.prompt_token_ids

@@ -50,6 +50,7 @@ def diagnostics(
         steps=run.step if steps is None else steps,
         tokens_in=run.tokens_in,
         tokens_out=run.tokens_out,
+        tokens_cached=run.tokens_cached,
         engine_calls=run.engine_calls,
         wall_time=time.perf_counter() - run.started,
         dead=sum(p.status == DEAD for p in particles),

@@ -382,6 +382,9 @@ class Streaming(Protocol):
     # Optional: ``abort(tickets)`` withdraws requests whose answers are no longer wanted (a
     # cancelled problem's); ``poll`` never returns them and ``in_flight`` stops counting them.
     # The scheduler calls it when a model has it, and otherwise drops those answers itself.
+    # Optional: ``take_cached_tokens(ticket)`` gives (once) how many of an answered request's
+    # prompt tokens the engine served from its prefix cache; the scheduler adds them to the
+    # problem's ``Diagnostics.tokens_cached``.
 
 
 @dataclass(frozen=True)

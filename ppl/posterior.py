@@ -79,6 +79,7 @@ class Diagnostics:
     steps: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
+    tokens_cached: int = 0  # of ``tokens_in``: served from the engine's prefix cache
     engine_calls: int = 0
     wall_time: float = 0.0
     dead: int = 0

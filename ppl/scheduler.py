@@ -321,6 +321,7 @@ class ProblemRun:
     deaths: list[str] = field(default_factory=list)
     tokens_in: int = 0
     tokens_out: int = 0
+    tokens_cached: int = 0  # prompt tokens the engine served from its prefix cache
     barrier_wait: float = 0.0  # seconds particles spent at barriers waiting for the others
     first_at_barrier: float | None = None
     state: Any = None  # the interpreter's own bookkeeping for this problem (a dataclass of its own)
@@ -752,6 +753,7 @@ class Scheduler:
         outer = self._runs[particle.problem]
         outer.tokens_in += child.tokens_in
         outer.tokens_out += child.tokens_out
+        outer.tokens_cached += child.tokens_cached
         particle.answer, particle.status = Answers.of(posterior), RUNNING
 
     # --- engines ------------------------------------------------------------------------------
@@ -842,10 +844,13 @@ class Scheduler:
         while True:
             answered = False
             for model_id, model in list(self._streams.items()):
+                cached = getattr(model, "take_cached_tokens", None)
                 for ticket_id, answer in self._engine(model, "poll"):
+                    hits = cached(ticket_id) if cached is not None else 0
                     if (model_id, ticket_id) not in self._tickets:
                         continue  # a cancelled problem's request that could not be aborted
                     ticket, part = self._tickets.pop((model_id, ticket_id))
+                    self._runs[ticket.particle.problem].tokens_cached += hits
                     ticket.answers[part] = answer
                     ticket.missing -= 1
                     if ticket.missing == 0:

@@ -30,10 +30,10 @@ ITEMS = [
     ("Tom has 5 apples and buys 7 more. How many apples does he have?", "5 - 7 = -2"),
 ]
 # a problem long enough that its judge prompts' shared prefix fills a KV-cache block (128 tokens on
-# CPU; with 8 repeats the shared prefix was 127 tokens and nothing was reused)
+# CPU; with 8 repeats the shared prefix was 126 tokens and nothing was reused; 12 give 162)
 LONG = (
     "A farmer keeps chickens, ducks and geese. "
-    * 8
+    * 12
     + "On Monday she counts 12 chickens, 7 ducks and 5 geese; on Tuesday 3 more ducks arrive. "
     "How many birds does she have on Tuesday?"
 )
@@ -71,12 +71,6 @@ def test_both_log_probabilities_are_the_models_next_token_ones(default_lm):
     assert read_no == pytest.approx(scored_no, abs=TOLERANCE)
 
 
-@pytest.mark.xfail(
-    reason="measured on 2026-12-01: vLLM reported 0 cached prompt tokens for these one-token verdict "
-    "requests (and for every request of that session), unexplained yet; the layout puts the shared "
-    "prefix first, but the cache reuse is not shown",
-    strict=False,
-)
 def test_a_problems_particles_share_its_cached_prefix(default_lm):
     lm = default_lm
     judge = Judge(lm, DEFAULT_QUESTION)

@@ -73,6 +73,15 @@ def test_chat_and_streaming_get_real_generations(client):
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
 
 
+def test_usage_counts_the_prompt_tokens_served_from_the_prefix_cache(client):
+    question = "A farmer keeps chickens, ducks and geese. " * 16 + "How many kinds of bird does she keep?"
+    reply = ask(client, question, seed=3)
+    usage = reply.usage
+    # the second step's prompts repeat the question, whose full 128-token KV blocks are cached by then
+    assert usage.prompt_tokens_details.cached_tokens >= 128, usage
+    assert usage.prompt_tokens_details.cached_tokens < usage.prompt_tokens
+
+
 def test_concurrent_requests_share_the_engine(server, client):
     with ThreadPoolExecutor(6) as pool:
         replies = list(pool.map(lambda i: ask(client, f"Count to {i}.", seed=i), range(6)))
