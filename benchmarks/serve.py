@@ -81,8 +81,7 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 900) -> N
     raise TimeoutError(f"{url} not healthy after {timeout} s")
 
 
-def start_vllm(model_dir: str, port: int, log) -> subprocess.Popen:
-    engine = json.loads(WORKLOAD.read_text())["engine"]
+def start_vllm(model_dir: str, port: int, log, engine: dict) -> subprocess.Popen:
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
         "--host", "127.0.0.1", "--port", str(port), "--dtype", engine["dtype"],
@@ -153,8 +152,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--no-per-particle", action="store_true", help="skip the per-particle HTTP system")
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--gpu-memory-utilization", type=float, default=None,
+        help="each engine's KV-cache share of memory (default: the workload's; two engines run at once)",
+    )  # fmt: skip
     args = parser.parse_args()
     work = json.loads(WORKLOAD.read_text())
+    if args.gpu_memory_utilization is not None:
+        work["engine"]["gpu_memory_utilization"] = args.gpu_memory_utilization
     args.max_steps = args.max_steps or work["max_steps"]
     args.max_tokens = args.max_tokens or work["max_tokens_per_step"]
     args.temperature = work["temperature"]
@@ -190,7 +195,7 @@ def main() -> None:
         if not args.no_per_particle:
             from transformers import AutoTokenizer
 
-            vllm = start_vllm(model_dir, vllm_port, open(Path(logs) / "vllm.log", "w"))  # noqa: SIM115
+            vllm = start_vllm(model_dir, vllm_port, open(Path(logs) / "vllm.log", "w"), engine)  # noqa: SIM115
             processes.append(vllm)
             wait_healthy(vllm_url, vllm)
             model = json.loads(urllib.request.urlopen(vllm_url + "/v1/models").read())["data"][0]["id"]
