@@ -83,10 +83,14 @@ def watch_engine_processes(engine) -> threading.Event | None:
     closed.processes = processes
 
     def watch() -> None:
-        wait_for_exit([process.sentinel for process in processes])
-        if not closed.is_set():
-            codes = ", ".join(str(p.exitcode) for p in processes if p.exitcode is not None)
-            outputs.put_nowait(RuntimeError(f"the vLLM engine process exited (exit code {codes})"))
+        ready = wait_for_exit([process.sentinel for process in processes])
+        if closed.is_set():
+            return
+        exited = [p for p in processes if p.sentinel in ready]
+        for process in exited:  # its sentinel closes a moment before its exit code can be read
+            process.join(timeout=5)
+        codes = ", ".join(str(p.exitcode) for p in exited if p.exitcode is not None) or "unknown"
+        outputs.put_nowait(RuntimeError(f"the vLLM engine process exited (exit code {codes})"))
 
     threading.Thread(target=watch, daemon=True, name="ppl-engine-watch").start()
     return closed
