@@ -136,6 +136,10 @@ def create_app(state: State) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException):
+        if error.status_code == 400 and isinstance(error.__cause__, UnicodeDecodeError):
+            state.metrics.failure.labels("invalid_request").inc()  # FastAPI's "error parsing the body"
+            message = f"the request body is not valid JSON (not UTF-8 text: {error.__cause__.reason})"
+            return JSONResponse(error_body(message, "invalid_request_error", "invalid_request"), 400)
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
         message = f"{request.method} {request.url.path}: {error.detail}"
         return JSONResponse(error_body(message, "invalid_request_error", code), error.status_code)

@@ -164,6 +164,8 @@ def message(**extra) -> dict:
 BAD = [
     ("malformed JSON", b'{"model": "echo", "messages": [', None, 400,
      "the request body is not valid JSON"),
+    ("not UTF-8", b'{"model": "\xb2echo"}', None, 400,
+     "the request body is not valid JSON (not UTF-8 text: invalid start byte)"),
     ("unknown model", message(model="nope"), None, 404,
      "the model 'nope' does not exist; the models are echo:echo, echo:spin, echo"),
     ("unknown interpreter", message(ppl={"algorithm": "magic"}), None, 400,
