@@ -61,7 +61,17 @@ def ask(url: str, model: str, question: str, seed: int, stream: bool = False) ->
 def test_a_killed_engine_fails_the_requests_in_flight_with_its_cause_and_stops_the_server(tmp_path):
     path = tmp_path / "engine.tts"
     path.write_text(SOURCE)
-    server = TtsServe(str(path), "--backend", "vllm", "--engine", "max_num_seqs=16", "--timeout", "600")
+    server = TtsServe(
+        str(path),
+        "--backend",
+        "vllm",
+        "--engine",
+        "max_num_seqs=16",
+        "--engine",
+        "gpu_memory_utilization=0.05",
+        "--timeout",
+        "600",
+    )
     try:
         server.wait_healthy(timeout=900)  # the engine starts before the server binds
         with ThreadPoolExecutor(3) as pool:
