@@ -57,7 +57,7 @@ def command(tmp_path, out) -> list[str]:
         sys.executable, "-m", "ppl.app.cli", "eval", str(program), "--backend", "vllm",
         "--data", str(tasks), "--out", str(out), "--budgets", "2", "--in-flight", "2",
         "--engine", "enable_prefix_caching=false", "--engine", "max_num_seqs=4",
-        "--engine", "gpu_memory_utilization=0.05",  # 1 GB of KV cache is plenty, and other engines may run
+        "--engine", "gpu_memory_utilization=0.1",  # 2 GB (weights, activations and KV cache) leave room for other engines
         "--no-plot", "--no-progress",
     ]  # fmt: skip
 

@@ -68,7 +68,7 @@ def test_a_killed_engine_fails_the_requests_in_flight_with_its_cause_and_stops_t
         "--engine",
         "max_num_seqs=16",
         "--engine",
-        "gpu_memory_utilization=0.05",
+        "gpu_memory_utilization=0.1",
         "--timeout",
         "600",
     )
