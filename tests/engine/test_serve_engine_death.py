@@ -62,16 +62,9 @@ def test_a_killed_engine_fails_the_requests_in_flight_with_its_cause_and_stops_t
     path = tmp_path / "engine.tts"
     path.write_text(SOURCE)
     server = TtsServe(
-        str(path),
-        "--backend",
-        "vllm",
-        "--engine",
-        "max_num_seqs=16",
-        "--engine",
-        "gpu_memory_utilization=0.1",
-        "--timeout",
-        "600",
-    )
+        str(path), "--backend", "vllm", "--engine", "max_num_seqs=16",
+        "--engine", "gpu_memory_utilization=0.1", "--timeout", "600",
+    )  # fmt: skip
     try:
         server.wait_healthy(timeout=900)  # the engine starts before the server binds
         with ThreadPoolExecutor(3) as pool:
