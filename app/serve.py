@@ -22,6 +22,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ class State:
     metrics: Metrics
     api_key: str | None = None
     shutting_down: str | None = None
+    engine_failure: str | None = None  # why an engine died ("the engine of M failed: …"): the server stops
 
 
 # ---- the outer guard: the key and the body size, before anything is parsed ------------------
@@ -134,6 +136,10 @@ def create_app(state: State) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException):
+        if error.status_code == 400 and isinstance(error.__cause__, UnicodeDecodeError):
+            state.metrics.failure.labels("invalid_request").inc()  # FastAPI's "error parsing the body"
+            message = f"the request body is not valid JSON (not UTF-8 text: {error.__cause__.reason})"
+            return JSONResponse(error_body(message, "invalid_request_error", "invalid_request"), 400)
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
         message = f"{request.method} {request.url.path}: {error.detail}"
         return JSONResponse(error_body(message, "invalid_request_error", code), error.status_code)
@@ -147,6 +153,8 @@ def create_app(state: State) -> FastAPI:
 
     @app.get("/health")
     async def health():
+        if state.engine_failure:
+            return JSONResponse({"status": "engine failed", "error": state.engine_failure}, 503)
         if state.shutting_down:
             return JSONResponse({"status": "shutting down", "mode": state.shutting_down}, 503)
         return {"status": "ok"}
@@ -189,6 +197,13 @@ def _validation_message(error: RequestValidationError) -> tuple[str, str | None]
 
 
 async def _serve(state: State, request: Request, body, *, chat: bool):
+    if state.engine_failure:
+        raise RequestError(
+            503,
+            f"{state.engine_failure}; this server is stopping (restart it)",
+            kind="server_error",
+            code="engine_failed",
+        )
     if state.shutting_down:
         raise RequestError(
             503,
@@ -433,16 +448,21 @@ def serve(
     server = _Server(config, state, on_sigterm)
     names = ", ".join(programs.served)
     print(f"tts serve: http://{host}:{port}/v1 serving {names}", file=sys.stderr, flush=True)
+    watching = threading.Event()
+    threading.Thread(
+        target=_watch_engines, args=(programs, server, watching), name="ppl-engine-health", daemon=True
+    ).start()
     # uvicorn re-raises the signal it stopped on once it is done; with a handler of our own
     # in place that is a no-op, so the engines are closed and the outcome is said here
     previous = signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         server.run()
     finally:
+        watching.set()
         signal.signal(signal.SIGTERM, previous)
         left = runner.pending()
         if runner.closed != "cancel":  # not started, or a drain that ran out of time
-            runner.close(cancel=True, reason="the server stopped")
+            runner.close(cancel=True, reason=state.engine_failure or "the server stopped")
         runner.join(timeout=10)
         programs.close()
         outcome = server.outcome
@@ -453,7 +473,18 @@ def serve(
                 f"{config.timeout_graceful_shutdown} s were cancelled"
             )
         print(f"tts serve: stopped ({outcome})", file=sys.stderr, flush=True)
-    return 0
+    return 1 if state.engine_failure else 0
+
+
+def _watch_engines(programs: Programs, server: _Server, stop: threading.Event, every: float = 0.2) -> None:
+    """Until ``stop``: if an engine has died (``failure()``, vLLM's), stop the server."""
+    while not stop.wait(every):
+        for model in {id(m): m for m in list(programs.models.values())}.values():
+            failure = getattr(model, "failure", None)
+            reason = failure() if callable(failure) else None
+            if reason:
+                server.engine_failed(f"the engine of {getattr(model, 'name', model)} failed: {reason}")
+                return
 
 
 def _exit(*_) -> None:
@@ -496,6 +527,22 @@ class _Server:
     def run(self) -> None:
         self.outcome = "stopped"
         self.server.run()
+
+    def engine_failed(self, reason: str) -> None:
+        """An engine died: /health and new requests get 503 naming ``reason``, the requests in
+        flight fail with it (the scheduler thread's engine error, 502), and the server stops
+        once their replies are sent: exit status 1, for a supervisor to restart it."""
+        state = self.state
+        state.engine_failure = reason
+        pending = state.runner.pending()
+        noun = "request" if pending == 1 else "requests"
+        print(
+            f"tts serve: {reason}; stopping ({pending} {noun} in flight fail; /health and new requests get 503)",
+            file=sys.stderr,
+            flush=True,
+        )
+        self.outcome = f"{reason}; {pending} {noun} in flight failed"
+        self.server.should_exit = True
 
     def stopping(self, sig) -> None:
         state = self.state

@@ -83,10 +83,14 @@ def watch_engine_processes(engine) -> threading.Event | None:
     closed.processes = processes
 
     def watch() -> None:
-        wait_for_exit([process.sentinel for process in processes])
-        if not closed.is_set():
-            codes = ", ".join(str(p.exitcode) for p in processes if p.exitcode is not None)
-            outputs.put_nowait(RuntimeError(f"the vLLM engine process exited (exit code {codes})"))
+        ready = wait_for_exit([process.sentinel for process in processes])
+        if closed.is_set():
+            return
+        exited = [p for p in processes if p.sentinel in ready]
+        for process in exited:  # its sentinel closes a moment before its exit code can be read
+            process.join(timeout=5)
+        codes = ", ".join(str(p.exitcode) for p in exited if p.exitcode is not None) or "unknown"
+        outputs.put_nowait(RuntimeError(f"the vLLM engine process exited (exit code {codes})"))
 
     threading.Thread(target=watch, daemon=True, name="ppl-engine-watch").start()
     return closed
@@ -244,17 +248,24 @@ class VLLMEngine(HFTokenizer):
             self.progress(f"engine ready in {self.engine_start_seconds:.0f} s")
         return self._engine
 
+    def failure(self) -> str | None:
+        """Why the engine can no longer answer — one of its processes exited before ``close``
+        ("the vLLM engine process exited (exit code -9)") — or None while it lives (or has not
+        started, or was closed). A server asks it to report itself unhealthy."""
+        watched = self._engine_closed
+        if self._engine is None or watched is None or watched.is_set():
+            return None
+        codes = [str(p.exitcode) for p in watched.processes if p.exitcode is not None]
+        return f"the vLLM engine process exited (exit code {', '.join(codes)})" if codes else None
+
     def _step(self, engine):
         """One engine step; if an engine process has died, the error says so and how."""
         try:
             return engine.step()
         except Exception as error:
-            processes = getattr(self._engine_closed, "processes", ())
-            codes = [str(p.exitcode) for p in processes if p.exitcode is not None]
-            if codes:
-                raise RuntimeError(
-                    f"the vLLM engine process exited (exit code {', '.join(codes)})"
-                ) from error
+            failure = self.failure()
+            if failure:
+                raise RuntimeError(failure) from error
             raise
 
     def close(self) -> None:

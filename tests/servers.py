@@ -1,17 +1,44 @@
-"""Start and stop real ``vllm serve`` processes on 127.0.0.1 for the OpenAI-backend tests."""
+"""Real servers on 127.0.0.1 for the tests, and what the tests do with them.
+
+- ``Server``: a ``vllm serve`` process (the OpenAI-backend tests);
+- ``TtsServe``: a ``tts serve`` process (the serve tests), with ``post`` and ``metrics``;
+- ``wait_for`` and ``in_background``: polling a condition, a request in a thread.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
+
+import httpx
+
+
+def wait_for(condition, timeout: float = 30.0, every: float = 0.1) -> bool:
+    """Whether ``condition()`` became true within ``timeout`` seconds (polled every ``every``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(every)
+    return False
+
+
+def in_background(fn, *args) -> tuple[threading.Thread, list]:
+    """``fn(*args)`` in a started thread; the list receives its result when it returns."""
+    out: list = []
+    thread = threading.Thread(target=lambda: out.append(fn(*args)))
+    thread.start()
+    return thread, out
 
 
 def free_port() -> int:
@@ -109,6 +136,22 @@ class TtsServe:
 
     def tail(self) -> str:
         return Path(self.log.name).read_text(errors="replace")[-4000:]
+
+    KEY = object()  # post's default: the server's own API key
+
+    def post(self, path: str, body, key=KEY, timeout: float = 60, **headers) -> httpx.Response:
+        """POST ``body`` (JSON, or bytes/str sent as they are) with the server's API key, or
+        with ``key`` (None: no Authorization header)."""
+        key = self.api_key if key is TtsServe.KEY else key
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        content = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        return httpx.post(
+            self.url + path,
+            content=content,
+            headers={"Content-Type": "application/json", **headers},
+            timeout=timeout,
+        )
 
     def metrics(self) -> dict[str, float]:
         """The Prometheus samples, by name with labels (``ppl:x_total{reason="y"}``)."""

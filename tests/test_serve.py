@@ -15,15 +15,13 @@ import json
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
-from servers import TtsServe
+from servers import TtsServe, wait_for
 
 from ppl.algorithms import ALGORITHMS
 from ppl.app import load
@@ -159,15 +157,6 @@ def test_32_concurrent_clients_share_engine_calls_and_get_their_own_answers(serv
     assert shared < one_by_one, (shared, one_by_one)
 
 
-def post(server, path: str, body, key: str | None = KEY, **headers) -> httpx.Response:
-    if key is not None:
-        headers["Authorization"] = f"Bearer {key}"
-    content = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return httpx.post(
-        server.url + path, content=content, headers={"Content-Type": "application/json", **headers}
-    )
-
-
 def message(**extra) -> dict:
     return {"model": "echo", "messages": [{"role": "user", "content": "hi"}], **extra}
 
@@ -175,6 +164,8 @@ def message(**extra) -> dict:
 BAD = [
     ("malformed JSON", b'{"model": "echo", "messages": [', None, 400,
      "the request body is not valid JSON"),
+    ("not UTF-8", b'{"model": "\xb2echo"}', None, 400,
+     "the request body is not valid JSON (not UTF-8 text: invalid start byte)"),
     ("unknown model", message(model="nope"), None, 404,
      "the model 'nope' does not exist; the models are echo:echo, echo:spin, echo"),
     ("unknown interpreter", message(ppl={"algorithm": "magic"}), None, 400,
@@ -213,7 +204,7 @@ BAD = [
 def test_a_bad_request_gets_a_clear_4xx_and_the_server_keeps_serving(
     server, client, case, body, key, status, text
 ):
-    response = post(server, "/v1/chat/completions", body, key=KEY if key is None else (key or None))
+    response = server.post("/v1/chat/completions", body, key=KEY if key is None else (key or None))
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert text in error["message"], error
@@ -233,7 +224,7 @@ def test_a_request_over_its_token_budget_is_cancelled(server, client):
         "model": "echo:spin",
         "ppl": {"algorithm": "importance", "particles": 4, "max_tokens": 50, "inputs": {"rounds": 10**6}},
     }
-    response = post(server, "/v1/chat/completions", {**spin, "messages": [{"role": "user", "content": "go"}]})
+    response = server.post("/v1/chat/completions", {**spin, "messages": [{"role": "user", "content": "go"}]})
     assert response.status_code == 400
     assert "it generated more than its budget of 50 tokens" in response.json()["error"]["message"]
 
@@ -242,7 +233,7 @@ def test_a_request_that_takes_too_long_times_out_and_its_particles_are_cancelled
     before = server.metrics().get('ppl:particles_cancelled_total{reason="timeout"}', 0)
     body = {"model": "echo:spin", "messages": [{"role": "user", "content": "slow"}],
             "ppl": {"algorithm": "importance", "particles": 5, "timeout": 0.5, "inputs": {"rounds": 10**6}}}  # fmt: skip
-    response = post(server, "/v1/chat/completions", body)
+    response = server.post("/v1/chat/completions", body)
     assert response.status_code == 504
     assert response.json()["error"]["message"] == (
         "the request took longer than 0.5 s and was cancelled (ppl.timeout, --timeout)"
@@ -250,15 +241,6 @@ def test_a_request_that_takes_too_long_times_out_and_its_particles_are_cancelled
     assert wait_for(
         lambda: server.metrics().get('ppl:particles_cancelled_total{reason="timeout"}', 0) == before + 5
     )
-
-
-def wait_for(condition, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 CLIENT = """

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
-import time
 from pathlib import Path
 
 import httpx
-from servers import TtsServe
+from servers import TtsServe, in_background, wait_for
 
 ECHO = Path(__file__).resolve().parent / "serve" / "echo.tts"
 
@@ -28,22 +26,6 @@ def spin(url: str, rounds: int, particles: int = 8) -> httpx.Response:
         "ppl": {"algorithm": "importance", "particles": particles, "inputs": {"rounds": rounds}},
     }
     return httpx.post(url + "/v1/chat/completions", json=body, timeout=120)
-
-
-def in_background(fn, *args) -> tuple[threading.Thread, list]:
-    out: list = []
-    thread = threading.Thread(target=lambda: out.append(fn(*args)))
-    thread.start()
-    return thread, out
-
-
-def wait_for(condition, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_a_full_queue_gets_429_and_sigterm_cancels_what_is_in_flight():

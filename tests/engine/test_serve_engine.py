@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
-from servers import TtsServe
+from servers import TtsServe, wait_for
 
 SOURCE = """version 0.1
 use lm = model("smollm2-135m-instruct")
@@ -100,16 +99,11 @@ client.chat.completions.create(model="engine:long", messages=[{"role": "user", "
 def test_a_client_that_goes_away_has_its_engine_requests_aborted(server, client):
     victim = subprocess.Popen([sys.executable, "-c", CLIENT, server.url + "/v1"])
     try:
-        deadline = time.monotonic() + 120
-        while server.metrics()["ppl:num_particles_running"] < 4 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_for(lambda: server.metrics()["ppl:num_particles_running"] >= 4, timeout=120, every=0.2)
         victim.kill()
         victim.wait(timeout=10)
-        deadline = time.monotonic() + 60
         cancelled = 'ppl:particles_cancelled_total{reason="disconnected"}'
-        while server.metrics().get(cancelled, 0) < 4 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert server.metrics().get(cancelled, 0) >= 4
+        assert wait_for(lambda: server.metrics().get(cancelled, 0) >= 4, timeout=60, every=0.2)
         assert ask(client, "Still there?", seed=3).choices[0].message.content.strip()
         assert server.metrics()["ppl:num_particles_running"] == 0
     finally:
