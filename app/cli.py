@@ -186,7 +186,8 @@ def cmd_check(args) -> int:
             continue
         programs = ", ".join(
             f"{name}({', '.join(f'{p}: {t}' for p, t in checked.signatures[name])}) -> {checked.returns[name]}"
-            for name in checked.programs
+            + (f" from {checked.imports[name][0].filename}" if name in checked.imports else "")
+            for name in [*checked.programs, *checked.imports]
         )
         infer = f"; {checked.infer.describe()}" if checked.infer else ""
         print(f"{path}: ok — {programs or 'no programs'}{infer}")
