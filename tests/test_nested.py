@@ -238,3 +238,26 @@ def test_nested_runs_nest():
     assert [p.value for p in together[1].particles] == [p.value for p in alone[0].particles]
     inner = [s.value for p in together[1].particles for s in p.trace if s.kind == "infer"]
     assert inner == [s.value for p in alone[0].particles for s in p.trace if s.kind == "infer"]
+
+
+@pytest.mark.parametrize(
+    "inner", [ImportanceSampling(5), SMC(2, resample="systematic"), Enumeration()], ids=repr
+)
+def test_an_outer_problem_counts_its_nested_runs_engine_calls_and_tokens(inner):
+    """The outer problem's diagnostics count every engine call its requests or its nested
+    runs' went into (a call shared by both once) and every token either generated: with one
+    problem, the run's own totals."""
+    lm = TabularLM.random(["a", "b"], order=2, seed=1)
+    results = ImportanceSampling(4).run(choose(inner), [(lm,)], seed=0)
+    (post,) = results
+    outer_tokens = sum(len(s.value) + s.value.eos for p in post.particles for s in p.trace if s.kind == "gen")
+    if isinstance(inner, Enumeration):  # an exact inner run is a sub-run: its calls are its own
+        exact = enumerate_program(draft, (lm,)).diagnostics
+        assert results.stats.calls[("tabular", "generate")] == 1
+        assert post.diagnostics.engine_calls == 1 + 4 * exact.engine_calls
+        assert post.diagnostics.tokens_out == outer_tokens + 4 * exact.tokens_out
+    else:
+        assert post.diagnostics.tokens_out == results.stats.tokens_out > outer_tokens
+        assert post.diagnostics.engine_calls == sum(results.stats.calls.values()) == 2
+    several = ImportanceSampling(4).run(choose(inner), [(lm,)] * 3, seed=0)
+    assert [p.diagnostics.engine_calls for p in several] == [post.diagnostics.engine_calls] * 3
