@@ -96,7 +96,8 @@ class Infer:
 
 @dataclass
 class Module:
-    """A loaded .tts file: its models, its compiled programs, and its infer clause (or None)."""
+    """A loaded .tts file: its models, its compiled programs (those it uses from other files,
+    ``use a from "f.tts"``, after its own), and its infer clause (or None)."""
 
     filename: str
     source: str

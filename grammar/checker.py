@@ -329,11 +329,14 @@ class _Checker:
             if other is None:
                 self.error(decl.path_pos, f'cannot use "{decl.path}": it has errors')
             return other
-        try:
-            text, filename = read_source(path)
-        except FileNotFoundError:
+        if not path.exists():
             self.error(decl.path_pos, f'cannot use "{decl.path}": there is no file {path}')
             return None
+        if not path.is_file():  # a folder, a device: never read (a FIFO or /dev/zero would hang)
+            self.error(decl.path_pos, f'cannot use "{decl.path}": {path} is not a file')
+            return None
+        try:
+            text, filename = read_source(path)
         except OSError as error:
             self.error(decl.path_pos, f'cannot use "{decl.path}": {error.strerror or error}')
             return None

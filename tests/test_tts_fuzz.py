@@ -22,7 +22,7 @@ from ppl.app import check, load
 from ppl.grammar import TtsError
 from ppl.grammar.syntax import parser
 
-from tts_trees import time_limit
+from tts_trees import KEYWORDS, PUNCTUATION, time_limit
 
 LIMIT = 5.0  # seconds per input (tests/tts_trees.py raises Hang past it)
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.tts"))
@@ -96,29 +96,9 @@ def test_truncations_and_token_mutations_of_the_examples():
     assert outcomes["error"] > 0.5 * tried  # most mutants are wrong, and say so
 
 
+# the examples' tokens and every keyword and punctuation mark of the language (tts_trees.py's)
 TOKEN_SOUP = sorted(
-    {t.value for text in example_texts() for t in example_tokens(text)}
-    | {
-        "(",
-        ")",
-        "[",
-        "]",
-        "{",
-        "}",
-        ",",
-        "~",
-        "=",
-        "+=",
-        "->",
-        ":",
-        ".",
-        "else",
-        "finish",
-        "not",
-        "-",
-        "/",
-        "<",
-    }
+    {t.value for text in example_texts() for t in example_tokens(text)} | {*KEYWORDS, *PUNCTUATION}
 )
 
 

@@ -256,6 +256,15 @@ def test_a_used_program_is_checked_with_its_signature(tmp_path):
     assert "number" in messages[1] and "text" in messages[1], messages  # polish returns a text
 
 
+def test_a_use_reads_only_files(tmp_path):
+    (tmp_path / "folder.tts").mkdir()
+    main = write(tmp_path, "main.tts", 'version 0.1\nuse a from "folder.tts"\nuse b from "/dev/zero"\n')
+    assert errors(main).messages == [
+        f'cannot use "folder.tts": {tmp_path / "folder.tts"} is not a file',
+        'cannot use "/dev/zero": /dev/zero is not a file',
+    ]
+
+
 def test_the_file_of_a_use_is_written_out(tmp_path):
     main = write(tmp_path, "main.tts", 'version 0.1\nuse draft from "${where}.tts"\n')
     assert errors(main).messages == ["the file of a `use ... from` is written out, without ${...}"]
