@@ -38,6 +38,7 @@ from ppl.grammar.compiler import has_type
 from . import evaluate as ev
 from . import report
 from .errors import Interrupted, UsageError, UserError
+from .jsonl import json_lines
 from .loading import check, describe_models, load
 from .models import backend_names
 from .progress import Display
@@ -96,20 +97,10 @@ def problems_from(args, module, program_name: str) -> list[dict]:
 
 
 def _read_data(path: Path, signature) -> list[dict]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read {path}: {error}") from None
     names = [name for name, _ in signature]
     problems = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for number, record in json_lines(path, UserError, "not a JSON value"):
         where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{where}: not a JSON value ({error.msg})") from None
         if not isinstance(record, dict):
             if len(signature) != 1:
                 raise UserError(f"{where}: write an object with the inputs {', '.join(names)}")
@@ -186,7 +177,8 @@ def cmd_check(args) -> int:
             continue
         programs = ", ".join(
             f"{name}({', '.join(f'{p}: {t}' for p, t in checked.signatures[name])}) -> {checked.returns[name]}"
-            for name in checked.programs
+            + (f" from {checked.imports[name][0].filename}" if name in checked.imports else "")
+            for name in [*checked.programs, *checked.imports]
         )
         infer = f"; {checked.infer.describe()}" if checked.infer else ""
         print(f"{path}: ok — {programs or 'no programs'}{infer}")

@@ -47,6 +47,7 @@ from ppl.backends.verifiers import CHECKERS, check, python_tests_run
 from ppl.grammar.compiler import has_type
 from ppl.settings import AlgorithmSpec
 
+from .jsonl import complete_json_lines, json_lines
 from .metrics import Sample, aggregate, problem_metrics
 from .progress import Display
 from .records import SCHEMA, jsonable, posterior_record
@@ -85,18 +86,8 @@ class Task:
 
 def load_tasks(path: Path) -> list[Task]:
     """The tasks of a JSONL file, one per non-empty line; ids must be distinct."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise EvalError(f"cannot read {path}: {error}") from None
     tasks: list[Task] = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise EvalError(f"{path}:{number}: not a JSON value ({error.msg})") from None
+    for number, record in json_lines(path, EvalError, "not a JSON value", detail=True):
         tasks.append(Task.from_json(record, len(tasks), f"{path}:{number}"))
     if not tasks:
         raise EvalError(f"{path}: no tasks (one JSON object per line)")
@@ -228,24 +219,9 @@ def program_digest(source: str) -> str:
 
 def read_results(path: Path) -> list[dict]:
     """The complete lines of a results file; a last line cut short by a crash is removed from the file."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):  # an unfinished last line: drop it so appending starts on a fresh line
-        with open(path, "r+b") as f:
-            f.truncate(end)
-            f.flush()
-            os.fsync(f.fileno())
-    records = []
-    for number, line in enumerate(data[:end].decode("utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise EvalError(f"{path}:{number}: not a results line; use another --out") from None
-    return records
+    return [
+        record for _, record in complete_json_lines(path, EvalError, "not a results line; use another --out")
+    ]
 
 
 def _append(out, record: dict) -> None:

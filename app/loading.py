@@ -124,7 +124,7 @@ def resolve_models(
             resolved[name] = PythonTool(limits, name=name)
         elif use.kind == "retriever":
             try:
-                resolved[name] = Retriever.from_path(_beside(checked.filename, use.settings["path"]))
+                resolved[name] = Retriever.from_path(_beside(use.pos.file, use.settings["path"]))
             except (OSError, ValueError) as error:
                 problems.append(Diagnostic(use.settings_pos.get("path", use.pos), str(error)))
         elif use.kind == "judge" and use.settings["model"] in resolved:
@@ -145,7 +145,7 @@ def resolve_models(
             except registry.BackendError as error:
                 problems.append(Diagnostic(use.settings_pos.get("name", use.pos), str(error)))
     if problems:
-        raise TtsError(problems, checked.source)
+        raise TtsError(problems, checked.source, checked.sources)
     return resolved
 
 

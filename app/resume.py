@@ -9,31 +9,17 @@ and the run goes on with the other ids, whose seeds are those of an uninterrupte
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .errors import UserError
+from .jsonl import complete_json_lines
 from .records import jsonable
 
 
 def finished(path: Path, problems: list[dict]) -> dict[int, dict]:
     """The complete records of ``path`` by problem id (none if it does not exist)."""
-    path = Path(path)
-    if not path.exists():
-        return {}
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):  # an unfinished last line: drop it so appending starts on a fresh line
-        with open(path, "r+b") as f:
-            f.truncate(end)
     records: dict[int, dict] = {}
-    for number, line in enumerate(data[:end].decode("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            raise UserError(f"{path}:{number}: not a results line; use another --out") from None
+    for number, record in complete_json_lines(path, UserError, "not a results line; use another --out"):
         index = record.get("id") if isinstance(record, dict) else None
         if record.get("kind") != "problem" or not isinstance(index, int) or not 0 <= index < len(problems):
             raise UserError(f"{path}:{number}: not a result of this run's problems; use another --out")

@@ -8,23 +8,14 @@ import json
 from pathlib import Path
 
 from .errors import UserError
+from .jsonl import json_lines
 from .report import deaths_of, label, steps_of
 
 
 def read_results(path: Path) -> list[dict]:
     """The result lines of ``path``; a line that is not a JSON object is an error naming it."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
     records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path}:{number}: not a results line ({error.msg})") from None
+    for number, record in json_lines(path, UserError, "not a results line"):
         if not isinstance(record, dict) or record.get("kind") not in ("problem", "task", "segment"):
             raise UserError(f"{path}:{number}: not a line written by tts run or tts eval")
         records.append(record)

@@ -52,7 +52,8 @@ from .catalog import Catalog
 from .checker import Checked, InferInfo
 from .checker import check as _check
 from .compiler import compile_program
-from .errors import Diagnostic, TtsError, TtsRuntimeError
+from .errors import TtsError, TtsRuntimeError
+from .source import read_source
 from .syntax import LANGUAGE_VERSION
 from .syntax import parse as _parse
 
@@ -95,7 +96,8 @@ class Infer:
 
 @dataclass
 class Module:
-    """A loaded .tts file: its models, its compiled programs, and its infer clause (or None)."""
+    """A loaded .tts file: its models, its compiled programs (those it uses from other files,
+    ``use a from "f.tts"``, after its own), and its infer clause (or None)."""
 
     filename: str
     source: str
@@ -103,25 +105,6 @@ class Module:
     models: dict
     programs: dict[str, Program]
     infer: Infer | None
-
-
-def read_source(source: str | bytes | Path, filename: str | None = None) -> tuple[str, str]:
-    """``(text, filename)`` from a file (a ``pathlib.Path``), source text (a ``str``), or UTF-8 bytes.
-
-    A ``str`` is always source text, never a file name: pass ``Path("x.tts")`` for a file.
-    """
-    if isinstance(source, (bytes, Path)):
-        data = source if isinstance(source, bytes) else Path(source).read_bytes()
-        filename = filename or ("<input>" if isinstance(source, bytes) else str(source))
-        try:
-            return data.decode("utf-8"), filename
-        except UnicodeDecodeError as error:
-            before = data[: error.start].decode("utf-8", errors="replace")
-            line = before.count("\n") + 1
-            column = len(before) - (before.rfind("\n") + 1) + 1
-            position = ast.Position(filename, line, column)
-            raise TtsError([Diagnostic(position, "this file is not valid UTF-8 text")]) from None
-    return source, filename or "<input>"
 
 
 def parse(source: str | Path, filename: str | None = None) -> ast.Module:
@@ -148,10 +131,11 @@ def compile(checked: Checked, models: Mapping[str, object]) -> Module:
         raise ValueError(f"no model for the use '{missing[0]}' of {checked.filename}: pass it in models")
     resolved = {name: models[name] for name in checked.uses}
     programs: dict[str, Program] = {}
-    for name in checked.programs:
+    library: dict[int, dict[str, Program]] = {}
+    for name in [*checked.programs, *checked.imports]:
         if name not in programs:
-            compile_program(checked, name, resolved, programs)
-    programs = {name: programs[name] for name in checked.programs}
+            compile_program(checked, name, resolved, programs, library)
+    programs = {name: programs[name] for name in [*checked.programs, *checked.imports]}
     infer = None
     if checked.infer is not None:
         info = checked.infer

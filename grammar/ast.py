@@ -281,6 +281,16 @@ class Use:
 
 
 @dataclass(frozen=True)
+class Import:
+    """``use a, b from "file.tts"``: programs of another file, each name with its position."""
+
+    pos: Position
+    names: tuple[tuple[str, Position], ...]
+    path: str
+    path_pos: Position
+
+
+@dataclass(frozen=True)
 class Param:
     pos: Position
     name: str

@@ -13,6 +13,7 @@ bound arguments of each call) is kept in side tables keyed by node identity.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ppl.settings import AlgorithmSpec, Setting
 
@@ -33,7 +34,9 @@ from .builtins import (
 )
 from .catalog import Catalog
 from .errors import Diagnostic, TtsError
+from .source import read_source
 from .syntax import LANGUAGE_VERSION
+from .syntax import parse as _parse
 from .types import (
     BOOL,
     ERROR,
@@ -119,15 +122,36 @@ class Checked:
     types: dict[int, Type] = field(repr=False)
     calls: dict[int, tuple[Builtin, dict]] = field(repr=False)
     nested: dict[int, tuple[AlgorithmSpec, dict]] = field(default_factory=dict, repr=False)
+    # ``use a from "f.tts"``: each imported name → (the checked file that defines it, its name there)
+    imports: dict[str, tuple[Checked, str]] = field(default_factory=dict, repr=False)
+    sources: dict[str, str] = field(default_factory=dict, repr=False)  # every file read: name → text
 
 
-def check(module: ast.Module, source: str, filename: str, catalog: Catalog) -> Checked:
-    """Check a parsed file against ``catalog``; raise ``TtsError`` with every problem found."""
-    checker = _Checker(filename, catalog)
+def check(
+    module: ast.Module,
+    source: str,
+    filename: str,
+    catalog: Catalog,
+    *,
+    files: dict | None = None,
+    chain: tuple[str, ...] = (),
+) -> Checked:
+    """Check a parsed file against ``catalog``; raise ``TtsError`` with every problem found.
+
+    The files it uses (``use a from "f.tts"``) are read and checked too; ``files`` caches them
+    by resolved path (a file used twice is checked once), ``chain`` is the files being checked
+    that led here (a file that uses one of them is a cycle).
+    """
+    checker = _Checker(filename, catalog, {} if files is None else files, chain)
     checked = checker.run(module, source)
     if checker.diagnostics:
-        raise TtsError(checker.diagnostics, source)
+        raise TtsError(checker.diagnostics, source, checker.sources)
     return checked
+
+
+def _resolved(filename: str) -> str:
+    """The identity of a file: its resolved path (source text that is no file: its name)."""
+    return filename if filename.startswith("<") else str(Path(filename).resolve())
 
 
 def _a(t: Type) -> str:
@@ -137,9 +161,13 @@ def _a(t: Type) -> str:
 
 
 class _Checker:
-    def __init__(self, filename: str, catalog: Catalog):
+    def __init__(self, filename: str, catalog: Catalog, files: dict, chain: tuple[str, ...]):
         self.filename = filename
         self.catalog = catalog
+        self.files = files  # resolved path → its Checked (None: it has errors), shared by every file
+        self.chain = (*chain, _resolved(filename))
+        self.sources: dict[str, str] = {}  # the other files whose errors are reported
+        self.unresolved: set[str] = set()  # imported names whose file could not be used
         self.diagnostics: list[Diagnostic] = []
         self.types: dict[int, Type] = {}
         self.calls: dict[int, tuple[Builtin, dict]] = {}
@@ -169,10 +197,13 @@ class _Checker:
         uses: dict[str, UseInfo] = {}
         programs: dict[str, ast.ProgramDecl] = {}
         defined: dict[str, ast.Position] = {}
-        infer_decls = []
+        infer_decls, import_decls = [], []
         for decl in module.declarations:
             if isinstance(decl, ast.Infer):
                 infer_decls.append(decl)
+                continue
+            if isinstance(decl, ast.Import):
+                import_decls.append(decl)
                 continue
             if decl.name in defined:
                 self.error(decl.pos, f"'{decl.name}' is already defined at line {defined[decl.name].line}")
@@ -187,11 +218,16 @@ class _Checker:
                     globals_[decl.name] = Variable(ERROR, decl.pos, "model")
             else:
                 programs[decl.name] = decl
+        imports = self.check_imports(import_decls, defined, uses)
         signatures, returns = {}, {}
+        for name, (other, original) in imports.items():
+            self.program_types[name] = (other.signatures[original], other.returns[original])
         scopes = {}
         for program in programs.values():
             scopes[program.name], signature, returned = self.program_signature(program)
             self.program_types[program.name] = (signature, returned)
+        for name in imports:
+            signatures[name], returns[name] = self.program_types[name]
         for program in programs.values():
             signatures[program.name], returns[program.name] = self.program_types[program.name]
             self.check_program(program, scopes[program.name])
@@ -204,7 +240,10 @@ class _Checker:
                     f"only one infer clause per file (the first is at line {infer_decls[0].pos.line})",
                 )
             else:
-                infer = self.check_infer(decl, programs)
+                infer = self.check_infer(decl, {**programs, **imports})
+        sources = {self.filename: source}
+        for other in {id(c): c for c, _ in imports.values()}.values():
+            sources.update(other.sources)
         return Checked(
             module,
             source,
@@ -217,7 +256,111 @@ class _Checker:
             self.types,
             self.calls,
             self.nested,
+            imports,
+            sources,
         )
+
+    # ---- programs of other files ------------------------------------------------------------
+
+    def check_imports(
+        self, decls: list[ast.Import], defined: dict[str, ast.Position], uses: dict[str, UseInfo]
+    ) -> dict[str, tuple[Checked, str]]:
+        """The programs each ``use a, b from "f.tts"`` names, and the ``use`` declarations they
+        bring, added to ``uses`` (bound by name: this file's own declaration of a name wins;
+        two files declaring one name differently need it declared here)."""
+        imports: dict[str, tuple[Checked, str]] = {}
+        brought: dict[str, tuple[UseInfo, str]] = {}  # a use from another file → (it, that file)
+        for decl in decls:
+            other = self.read_import(decl)
+            for name, pos in decl.names:
+                if name in defined:
+                    self.error(pos, f"'{name}' is already defined at line {defined[name].line}")
+                    continue
+                defined[name] = pos
+                if other is None:
+                    self.unresolved.add(name)
+                    continue
+                if name not in other.signatures:
+                    self.unresolved.add(name)
+                    self.error(pos, f"\"{decl.path}\" has no program '{name}'" + _choices(other.signatures))
+                    continue
+                imports[name] = other.imports.get(name, (other, name))
+            if other is None:
+                continue
+            for name, info in other.uses.items():
+                mine = uses.get(name)
+                if mine is not None and name not in brought:
+                    if mine.kind != info.kind:
+                        self.error(
+                            decl.path_pos,
+                            f"'{name}' is {_a_kind(mine.kind)} here (line {mine.pos.line}) but "
+                            f'{_a_kind(info.kind)} in "{decl.path}", whose programs use it by that name',
+                        )
+                    continue
+                if name in brought and _differs(brought[name][0], info):
+                    first, where = brought[name]
+                    self.error(
+                        decl.path_pos,
+                        f"'{name}' is declared differently in \"{where}\" (line {first.pos.line}) and in "
+                        f"\"{decl.path}\" (line {info.pos.line}): declare '{name}' in this file to choose one",
+                    )
+                    continue
+                if name not in brought:
+                    brought[name] = (info, decl.path)
+                    uses[name] = info
+        return imports
+
+    def read_import(self, decl: ast.Import) -> Checked | None:
+        """The checked file a ``use ... from`` names, its path relative to this file's folder;
+        None (with the problem reported at the path) if it is missing, in a cycle, or has errors."""
+        here = Path(self.filename).parent if not self.filename.startswith("<") else Path()
+        path = here / decl.path
+        key = _resolved(str(path))
+        if key in self.chain:
+            names = [Path(p).name for p in self.chain[self.chain.index(key) :]]
+            cycle = " → ".join([*names, Path(key).name])
+            self.error(
+                decl.path_pos,
+                f'"{decl.path}" is already being read ({cycle}): files cannot use each other in a cycle',
+            )
+            return None
+        if key in self.files:
+            other = self.files[key]
+            if other is None:
+                self.error(decl.path_pos, f'cannot use "{decl.path}": it has errors')
+            return other
+        if not path.exists():
+            self.error(decl.path_pos, f'cannot use "{decl.path}": there is no file {path}')
+            return None
+        if not path.is_file():  # a folder, a device: never read (a FIFO or /dev/zero would hang)
+            self.error(decl.path_pos, f'cannot use "{decl.path}": {path} is not a file')
+            return None
+        try:
+            text, filename = read_source(path)
+        except OSError as error:
+            self.error(decl.path_pos, f'cannot use "{decl.path}": {error.strerror or error}')
+            return None
+        except TtsError as error:
+            return self.import_failed(decl, key, error)
+        try:
+            other = check(
+                _parse(text, filename), text, filename, self.catalog, files=self.files, chain=self.chain
+            )
+        except TtsError as error:
+            return self.import_failed(decl, key, error, text, filename)
+        self.files[key] = other
+        return other
+
+    def import_failed(self, decl, key, error: TtsError, text=None, filename=None) -> None:
+        """A used file with errors: reported at the path, and its own errors at their places."""
+        self.files[key] = None
+        count = len(error.diagnostics)
+        self.error(decl.path_pos, f'cannot use "{decl.path}": it has {count} error{"s" if count > 1 else ""}')
+        self.diagnostics.extend(error.diagnostics)
+        if filename is not None:
+            self.sources[filename] = text
+        self.sources.update(error.sources)
+        return None
 
     def check_use(self, decl: ast.Use, globals_: dict[str, Variable]) -> UseInfo | None:
         value = decl.value
@@ -699,7 +842,10 @@ class _Checker:
 
     def infer_expr(self, node: ast.InferExpr, depth: int) -> Type:
         """``infer p(args) with algorithm(settings)``: the program's weighted answers."""
-        if node.program not in self.program_types:
+        if node.program in self.unresolved:
+            self.arguments(node.args, depth)
+            result = ERROR
+        elif node.program not in self.program_types:
             self.arguments(node.args, depth)
             self.error(node.program_pos, f"unknown program '{node.program}'" + _choices(self.program_types))
             result = ERROR
@@ -794,6 +940,9 @@ class _Checker:
     def call(self, node: ast.Call, depth: int, allow: str | None) -> Type:
         name = node.function
         builtin = FUNCTIONS.get(name) or DISTRIBUTIONS.get(name)
+        if builtin is None and name in self.unresolved:  # its `use ... from` is reported
+            self.arguments(node.args, depth)
+            return ERROR
         if builtin is None and name in self.program_types:
             self.edges.setdefault(self.current, []).append((name, node.pos))
             builtin = self.program_builtin(name)
@@ -916,6 +1065,14 @@ def _always_returns(statements: tuple) -> bool:
         if both_return and _always_returns(s.otherwise):
             return True
     return False
+
+
+def _a_kind(kind: str) -> str:
+    return ("an " if kind[0] in "aeiou" else "a ") + kind
+
+
+def _differs(a: UseInfo, b: UseInfo) -> bool:
+    return (a.kind, a.settings) != (b.kind, b.settings)
 
 
 def _choices(names) -> str:

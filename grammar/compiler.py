@@ -41,17 +41,27 @@ class _Return(Exception):
         self.value = value
 
 
-def compile_program(checked: Checked, name: str, models: dict, programs: dict | None = None) -> Program:
+def compile_program(
+    checked: Checked, name: str, models: dict, programs: dict | None = None, library: dict | None = None
+) -> Program:
     """The ``ppl.Program`` for program ``name`` of a checked file, using ``models`` for ``use`` names.
 
     ``programs`` holds the file's programs compiled so far (name → Program), shared by all of
     them: a call to another program runs that program's function in place, so its sites are
-    part of the caller's trace; one missing is compiled on first use.
+    part of the caller's trace; one missing is compiled on first use. A program of another
+    file (``use name from "f.tts"``) is compiled from that file's checked form into
+    ``library`` (``id(Checked)`` → its table of programs), with the same ``models`` — the
+    ``use`` names of every file are bound by name.
     """
     programs = {} if programs is None else programs
+    library = {} if library is None else library
+    library[id(checked)] = programs
+    if name in checked.imports:
+        programs[name] = _Compiler(checked, models, programs, library).program(name)
+        return programs[name]
     decl = checked.programs[name]
     signature = checked.signatures[name]
-    body = _Compiler(checked, models, programs).block(decl.body)
+    body = _Compiler(checked, models, programs, library).block(decl.body)
     python_signature = inspect.Signature(
         [inspect.Parameter(param, inspect.Parameter.POSITIONAL_OR_KEYWORD) for param, _ in signature]
     )
@@ -116,18 +126,24 @@ def _runtime_message(error: Exception) -> str:
 
 
 class _Compiler:
-    def __init__(self, checked: Checked, models: dict, programs: dict):
+    def __init__(self, checked: Checked, models: dict, programs: dict, library: dict):
         self.checked = checked
         self.types = checked.types
         self.calls = checked.calls
         self.models = models
         self.programs = programs
+        self.library = library
 
     def program(self, name: str) -> Program:
-        """The compiled program ``name``, compiled now if it is not yet."""
-        if name not in self.programs:
-            compile_program(self.checked, name, self.models, self.programs)
-        return self.programs[name]
+        """The compiled program ``name`` (this file's, or another file's it uses), compiled now
+        if it is not yet."""
+        checked, programs = self.checked, self.programs
+        if name in checked.imports:
+            checked, name = checked.imports[name]
+            programs = self.library.setdefault(id(checked), {})
+        if name not in programs:
+            compile_program(checked, name, self.models, programs, self.library)
+        return programs[name]
 
     # ---- statements -------------------------------------------------------------------------------
 

@@ -36,15 +36,27 @@ class Diagnostic:
 
 
 class TtsError(PPLError):
-    """A .tts file that cannot run: its diagnostics, in the order of the file."""
+    """A .tts file that cannot run: its diagnostics, in the order of the file.
 
-    def __init__(self, diagnostics: list[Diagnostic], source: str | None = None):
-        self.diagnostics = sorted(diagnostics, key=lambda d: (d.position.line, d.position.column, d.message))
+    ``sources`` holds the text of the other files whose problems are reported too (the files
+    a ``use ... from`` reads): each diagnostic shows the line of its own file, and the file's
+    own problems come first, then each other file's, in the order given.
+    """
+
+    def __init__(
+        self, diagnostics: list[Diagnostic], source: str | None = None, sources: dict[str, str] | None = None
+    ):
+        self.sources = dict(sources or {})
+        order = {name: i for i, name in enumerate(self.sources)}
+        self.diagnostics = sorted(
+            diagnostics,
+            key=lambda d: (order.get(d.position.file, -1), d.position.line, d.position.column, d.message),
+        )
         self.source = source
         super().__init__(self.render())
 
     def render(self) -> str:
-        return "\n".join(d.render(self.source) for d in self.diagnostics)
+        return "\n".join(d.render(self.sources.get(d.position.file, self.source)) for d in self.diagnostics)
 
     @property
     def messages(self) -> list[str]:

@@ -272,6 +272,18 @@ class _Builder(Transformer_NonRecursive):
         name, value = children
         return ast.Use(self._pos(meta), str(name), value)
 
+    def import_decl(self, meta, children):
+        *names, path = children
+        parts = self._unescape(path)
+        if not all(isinstance(p, str) for p in parts):
+            self.diagnostics.append(
+                Diagnostic(self._tok(path), "the file of a `use ... from` is written out, without ${...}")
+            )
+        text = "".join(p for p in parts if isinstance(p, str))
+        return ast.Import(
+            self._pos(meta), tuple((str(n), self._tok(n)) for n in names), text, self._tok(path)
+        )
+
     def program_decl(self, meta, children):
         name, *params, returns, body = children
         params = tuple(p for p in params if p is not None)

@@ -736,7 +736,13 @@ class Scheduler:
         if getattr(request.algorithm, "exact", False):
             # an exact interpreter does not run on the scheduler (enumeration): a sub-run
             stream = request.algorithm.stream(program, [(0, request.problem)], randomness=source)
-            particle.answer, particle.status = Answers.of(next(iter(stream))[1]), RUNNING
+            inner = next(iter(stream))[1]
+            run.tokens_in += inner.diagnostics.tokens_in
+            run.tokens_out += inner.diagnostics.tokens_out
+            self.stats.tokens_out += inner.diagnostics.tokens_out
+            for caller in self._callers([run]):
+                caller.engine_calls += inner.diagnostics.engine_calls
+            particle.answer, particle.status = Answers.of(inner), RUNNING
             return
         self._nested += 1
         child = ProblemRun(-self._nested, args, kwargs, program, request.algorithm, source)
@@ -748,7 +754,7 @@ class Scheduler:
 
     def _nested_done(self, child: ProblemRun, posterior) -> None:
         """A nested run finished: its answers go to the waiting outer particle, its tokens to
-        the outer problem."""
+        the outer problem (its engine calls were counted to the outer problem as they were made)."""
         particle = child.parent
         outer = self._runs[particle.problem]
         outer.tokens_in += child.tokens_in
@@ -802,7 +808,7 @@ class Scheduler:
                 parts.extend(request.parts())
             self.stats.batch_sizes[(_model_name(model), method)].append(len(parts))
             self.stats.calls[(_model_name(model), method)] += 1
-            for run in {id(run): run for run, _ in waiting}.values():
+            for run in self._callers(run for run, _ in waiting):
                 run.engine_calls += 1
             if (model_id, method) in streamed:
                 tickets = self._engine(model, "submit", method, parts)
@@ -819,6 +825,17 @@ class Scheduler:
                     self._answered(particle, request, answers[start : start + len(request.parts())])
         if self._tickets and not any(p.status == RUNNING for run in self.active for p in run.particles):
             self._poll()
+
+    def _callers(self, runs) -> list[ProblemRun]:
+        """The problems one engine call serves: those whose particles are in it and, for a
+        nested run, every problem it is nested in — each once, so an outer problem counts the
+        calls its nested runs made, a call shared by both once."""
+        out: dict[int, ProblemRun] = {}
+        for run in runs:
+            while run is not None and id(run) not in out:
+                out[id(run)] = run
+                run = self._runs.get(run.parent.problem) if run.parent is not None else None
+        return list(out.values())
 
     @staticmethod
     def _engine_seeds(waiting: list[tuple[ProblemRun, Particle]]) -> dict[int, int]:

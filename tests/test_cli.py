@@ -31,6 +31,8 @@ INPUTS = {
     "program_of_thought": "What is 3 + 4?",
     "plan_verify_select": "What is 3 + 4?",
     "start_tool_hints": "What is 3 + 4?",
+    "decompose_solve": "What is 3 + 4?",
+    "retrieval_rerank": "How many days are in 2 weeks?",
 }
 
 

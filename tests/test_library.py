@@ -1,7 +1,7 @@
 """The library of compound programs (examples/): mixture-of-agents, universal
 self-consistency, self-refine, an Archon-style architecture, program-of-thought with
-verification, plan–verify–select (a nested run) and START-style tool hints, each a .tts
-file and its
+verification, plan–verify–select (a nested run), START-style tool hints, decompose–solve
+(Atom of Thoughts-like) and retrieval with evidence reranking, each a .tts file and its
 Python twin with identical traces
 on the tabular backend, and the batching of a layered pipeline: one engine call per
 (layer, round) whatever the number of problems and samples per site."""
@@ -16,6 +16,7 @@ from test_tts_traces import assert_identical
 
 from ppl.algorithms import SMC, ImportanceSampling
 from ppl.app import load
+from ppl.text import last_number
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PROBLEMS = ["Zoe has 8 shells and gives away 2. How many are left?", "What is 3 + 4?"]
@@ -27,6 +28,8 @@ PAIRS = {  # example → (program, the models its Python twin takes before the p
     "program_of_thought": ("pot", ("lm", "py")),
     "plan_verify_select": ("plan_verify_select", ("lm", "judge")),
     "start_tool_hints": ("start", ("lm", "py")),
+    "decompose_solve": ("decompose_solve", ("lm",)),
+    "retrieval_rerank": ("retrieve_rerank", ("lm", "docs")),
 }
 
 
@@ -160,3 +163,44 @@ def test_start_tool_hints_reads_the_error_and_goes_on():
         last = [s for s in particle.trace if s.kind == "gen"][-1]
         prompt = lm.decode(last.args["request"].prompt)
         assert prompt.endswith(lm.decode(lm.encode(f"```\nOutput: error ({status}): {text}\n")))
+
+
+def test_decompose_solve_solves_each_kept_subquestion_in_turn():
+    """The subquestions are the plan's non-empty lines (at most three); each is solved with
+    the answers before it in its prompt, then the contraction and the answer: 1 + m + 2
+    generations, and one engine call per round for every particle of every problem."""
+    module = load(EXAMPLES / "decompose_solve.tts")
+    lm = module.models["lm"]
+    results = ImportanceSampling(3).run(module.programs["decompose_solve"], [(p,) for p in PROBLEMS], seed=1)
+    rounds = results.stats.batch_sizes[("smollm2-135m-instruct", "generate")]
+    assert rounds[0] == 2 * 3 and sum(rounds) == sum(len(p.trace) for post in results for p in post.particles)
+    for post in results:
+        for particle in post.particles:
+            plan, *steps, contraction, answer = [s for s in particle.trace if s.kind == "gen"]
+            questions = [q.strip() for q in plan.value.text.split("\n") if q.strip()][:3]
+            assert len(steps) == len(questions)
+            for i, (question, step) in enumerate(zip(questions, steps)):
+                prompt = lm.decode(step.args["request"].prompt)
+                assert f"Question: {question}" in prompt
+                for before, earlier in zip(questions[:i], steps):
+                    assert f"- {before} {earlier.value.text.strip()}" in prompt
+            assert particle.value == last_number(answer.value.text)
+
+
+def test_retrieval_reranks_the_bm25_top_k_by_the_lms_likelihood():
+    """The tool site's passages are bm25s's own top-k; the evidence is one of them, drawn by
+    an exact choice (``select``, tested exactly in its own tests) whose options were scored in
+    one call for every particle; the answer's prompt holds it."""
+    module = load(EXAMPLES / "retrieval_rerank.tts")
+    docs, lm = module.models["docs"], module.models["lm"]
+    question = "How many days are in 2 weeks?"
+    post = ImportanceSampling(4).run(module.programs["retrieve_rerank"], [(question,)], seed=0)
+    (top,) = docs.search([question], 4)
+    expected = tuple(docs.documents[i] for i in top)
+    assert "A week has 7 days." in expected
+    assert post.stats.batch_sizes[("smollm2-135m-instruct", "logprob")] == [4 * 4]
+    for particle in post[0].particles:
+        tool, choice, gen = particle.trace
+        assert tool.kind == "tool" and tool.value == expected
+        assert choice.value in expected and choice.log_weight == 0.0
+        assert f"Fact: {choice.value}\n" in lm.decode(gen.args["request"].prompt)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 import ppl
@@ -238,3 +239,129 @@ def test_nested_runs_nest():
     assert [p.value for p in together[1].particles] == [p.value for p in alone[0].particles]
     inner = [s.value for p in together[1].particles for s in p.trace if s.kind == "infer"]
     assert inner == [s.value for p in alone[0].particles for s in p.trace if s.kind == "infer"]
+
+
+@pytest.mark.parametrize(
+    "inner", [ImportanceSampling(5), SMC(2, resample="systematic"), Enumeration()], ids=repr
+)
+def test_an_outer_problem_counts_its_nested_runs_engine_calls_and_tokens(inner):
+    """The outer problem's diagnostics count every engine call its requests or its nested
+    runs' went into (a call shared by both once) and every token either generated: with one
+    problem, the run's own totals."""
+    lm = TabularLM.random(["a", "b"], order=2, seed=1)
+    results = ImportanceSampling(4).run(choose(inner), [(lm,)], seed=0)
+    (post,) = results
+    outer_tokens = sum(len(s.value) + s.value.eos for p in post.particles for s in p.trace if s.kind == "gen")
+    if isinstance(inner, Enumeration):  # an exact inner run is a sub-run: its calls are its own
+        exact = enumerate_program(draft, (lm,)).diagnostics
+        assert results.stats.calls[("tabular", "generate")] == 1
+        assert post.diagnostics.engine_calls == 1 + 4 * exact.engine_calls
+        assert post.diagnostics.tokens_out == outer_tokens + 4 * exact.tokens_out
+    else:
+        assert post.diagnostics.tokens_out == results.stats.tokens_out > outer_tokens
+        assert post.diagnostics.engine_calls == sum(results.stats.calls.values()) == 2
+    several = ImportanceSampling(4).run(choose(inner), [(lm,)] * 3, seed=0)
+    assert [p.diagnostics.engine_calls for p in several] == [post.diagnostics.engine_calls] * 3
+
+
+# ---- MH invariance with a nested site (invariant 1) ------------------------------------------
+
+
+def pooled(inner_algorithm):
+    @ppl.program
+    def program(lm):
+        pool = ppl.nested(draft, (lm,), inner_algorithm)
+        best = pool.best()
+        y = ppl.gen(lm, best, max_tokens=1)
+        ppl.score(R2[best + y.token_ids])
+        return pool, y.token_ids
+
+    return program
+
+
+def nested_target(lm, inner_algorithm) -> dict:
+    """π of ``pooled`` by hand, from the inner run's output law on its own: π(A, y) ∝
+    P_inner(A) · p(y | best(A)) · exp(R2) — the nested site is a choice drawn from that law."""
+    gamma: dict = {}
+    for probability, answers in inner_law(lm, inner_algorithm):
+        best = answers.best()
+        for y, logp in enumerate(lm.next_logprobs(best)):
+            tokens = () if y == lm.eos_token_id else (y,)
+            value = (answers, tokens)
+            gamma[value] = gamma.get(value, 0.0) + probability * math.exp(logp + R2[best + tokens])
+    total = sum(gamma.values())
+    return {value: g / total for value, g in gamma.items()}
+
+
+def nested_kernel(lm, program, states: dict, proposal: str):
+    """K[i, j] = P(state j after one MH step from state i), with every draw enumerated — the
+    position, the regenerated suffix, the inner run it reruns, the acceptance."""
+    from test_mcmc import planted
+
+    from ppl.algorithms import MH
+
+    values = list(states)
+    index = {v: i for i, v in enumerate(values)}
+    matrix = np.zeros((len(values), len(values)))
+    for i, value in enumerate(values):
+        algorithm = planted(MH, states[value])(chains=1, steps=1, proposal=proposal)
+
+        def run(rng, algorithm=algorithm):
+            twin = lm.with_randomness(rng)
+            return algorithm.run(program, [(twin,)], randomness=FixedSource(rng))[0].particles[-1].value
+
+        for probability, reached in exact_law(run):
+            matrix[i, index[reached]] += probability
+    return values, matrix
+
+
+def nested_states(lm, program) -> dict:
+    """Every state of ``program`` (value → its record of answers), from runs of the real code."""
+    states = {}
+    for _, post in outer_law(lm, program, ImportanceSampling(1)):
+        particle = post.particles[0]
+        states[particle.value] = [[s.value] for s in particle.trace if s.kind in ("infer", "gen")]
+    return states
+
+
+@pytest.mark.parametrize("proposal", ["suffix", "independent"])
+def test_mh_leaves_the_posterior_invariant_with_a_nested_site(proposal):
+    """Invariant 1 with a nested site: π K = π to 1e-10, π from the inner output law by hand;
+    the suffix move re-draws the nested site (a fresh inner run) or keeps it."""
+    inner = ImportanceSampling(2)
+    program = pooled(inner)
+    pi = nested_target(LM2, inner)
+    states = nested_states(LM2, program)
+    assert set(states) == set(pi) and len(pi) == 27
+    values, matrix = nested_kernel(LM2, program, states, proposal)
+    target = np.array([pi[v] for v in values])
+    assert np.allclose(matrix.sum(axis=1), 1.0, atol=1e-10)
+    assert float(np.max(np.abs(target @ matrix - target))) < 1e-10
+    flow = target[:, None] * matrix
+    assert np.max(np.abs(flow - flow.T)) < 1e-10  # detailed balance
+    assert np.min(np.diag(matrix)) < 1 - 1e-6  # the chain does move
+
+
+def test_mutant_mh_with_nested_weights_leaking_into_the_outer_weight_fails(monkeypatch):
+    from ppl.handlers import Done, Message, Need, apply_stack
+    from ppl.nested import InferRequest, SubRun
+
+    inner = ImportanceSampling(2)
+    program = pooled(inner)
+    pi = nested_target(LM2, inner)
+    states = nested_states(LM2, program)  # the records, from the real code
+
+    def leaky(program, args, algorithm):
+        request = InferRequest(program, args, algorithm)
+
+        def resolve(results):
+            if not results:
+                return Need(SubRun(), request)
+            return Done(results[0], results[0].log_evidence)  # the inner Ẑ multiplies the outer weight
+
+        return apply_stack(Message("infer", {}, resolve))
+
+    monkeypatch.setattr(ppl, "nested", leaky)
+    values, matrix = nested_kernel(LM2, program, states, "suffix")
+    target = np.array([pi[v] for v in values])
+    assert float(np.max(np.abs(target @ matrix - target))) > 1e-3

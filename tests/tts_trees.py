@@ -19,11 +19,16 @@ from dataclasses import dataclass, field
 
 from ppl.algorithms import ALGORITHMS
 from ppl.grammar.builtins import DISTRIBUTIONS, FUNCTIONS, SEGMENT_FIELDS
+from ppl.grammar.syntax import parser
 from ppl.settings import REQUIRED
 
 TYPES = ("text", "number", "bool", "tokens", "segment", "list[segment]", "list[text]")
-KEYWORDS = ("version", "use", "program", "infer", "with", "let", "score", "twist", "condition", "observe",
-            "step", "max", "if", "else", "finish", "return", "and", "or", "not", "true", "false")  # fmt: skip
+# every keyword of the grammar, read from its terminals (so a new keyword is fuzzed at once)
+KEYWORDS = tuple(
+    sorted(
+        t.pattern.value for t in parser().terminals if t.pattern.type == "str" and t.pattern.value.isalpha()
+    )
+)
 PUNCTUATION = (
     "(",
     ")",
