@@ -382,6 +382,8 @@ def summarise(records: Sequence[dict]) -> list[dict]:
         n = len(tasks)
         row["tokens_in"] = sum(t["tokens_in"] for t in tasks) / n
         row["tokens_out"] = sum(t["tokens_out"] for t in tasks) / n
+        # the runs each task drew: the budget for fixed interpreters, what adaptive ones used
+        row["runs"] = sum(t.get("diagnostics", {}).get("particles", budget) for t in tasks) / n
         row["resamplings"] = sum(sum(t.get("resampled", ())) for t in tasks)
         segs = segments.get((algorithm, budget), [])
         row["engine_calls"] = sum(s["engine_calls"] for s in segs)
@@ -394,11 +396,22 @@ def markdown_table(rows: Sequence[dict]) -> str:
     """The summary as a markdown table (tokens are means per task; resamplings, calls and time are the
     runs' totals)."""
     ks = sorted({k for row in rows for k in row if k.startswith("pass@")}, key=lambda k: int(k[5:]))
-    head = ["algorithm", "budget", "tasks", "accuracy", "majority@N", "weighted@N", "coverage", *ks]
+    head = [
+        "algorithm",
+        "budget",
+        "runs/task",
+        "tasks",
+        "accuracy",
+        "majority@N",
+        "weighted@N",
+        "coverage",
+        *ks,
+    ]
     head += ["resamplings", "tokens in", "tokens out", "engine calls", "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for row in rows:
-        cells = [str(row["algorithm"]), str(row["budget"]), str(row["problems"])]
+        runs = f"{row['runs']:.2f}" if "runs" in row else ""
+        cells = [str(row["algorithm"]), str(row["budget"]), runs, str(row["problems"])]
         cells += [f"{row[k]:.3f}" for k in ("accuracy", "majority", "weighted_vote", "coverage")]
         cells += [f"{row[k]:.3f}" if k in row else "" for k in ks]
         cells += [str(row.get("resamplings", "")), f"{row['tokens_in']:.0f}", f"{row['tokens_out']:.0f}"]
