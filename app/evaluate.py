@@ -399,8 +399,8 @@ def markdown_table(rows: Sequence[dict]) -> str:
     head = [
         "algorithm",
         "budget",
-        "runs/task",
         "tasks",
+        "runs/task",
         "accuracy",
         "majority@N",
         "weighted@N",
@@ -411,7 +411,7 @@ def markdown_table(rows: Sequence[dict]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for row in rows:
         runs = f"{row['runs']:.2f}" if "runs" in row else ""
-        cells = [str(row["algorithm"]), str(row["budget"]), runs, str(row["problems"])]
+        cells = [str(row["algorithm"]), str(row["budget"]), str(row["problems"]), runs]
         cells += [f"{row[k]:.3f}" for k in ("accuracy", "majority", "weighted_vote", "coverage")]
         cells += [f"{row[k]:.3f}" if k in row else "" for k in ks]
         cells += [str(row.get("resamplings", "")), f"{row['tokens_in']:.0f}", f"{row['tokens_out']:.0f}"]

@@ -119,6 +119,7 @@ class Checked:
     types: dict[int, Type] = field(repr=False)
     calls: dict[int, tuple[Builtin, dict]] = field(repr=False)
     nested: dict[int, tuple[AlgorithmSpec, dict]] = field(default_factory=dict, repr=False)
+    params: Any = None  # the file's ParamSpace (grammar/params.py): its params and their values
 
 
 def check(module: ast.Module, source: str, filename: str, catalog: Catalog) -> Checked:
@@ -178,6 +179,8 @@ class _Checker:
                 self.error(decl.pos, f"'{decl.name}' is already defined at line {defined[decl.name].line}")
                 continue
             defined[decl.name] = decl.pos
+            if isinstance(decl, ast.ParamDecl):  # its uses were replaced by its value (params.py)
+                continue
             if isinstance(decl, ast.Use):
                 info = self.check_use(decl, globals_)
                 if info is not None:

@@ -110,7 +110,7 @@ def _syntax_diagnostic(error: UnexpectedInput, source: str, filename: str) -> Di
     return Diagnostic(position, "unexpected end of the file")
 
 
-_DECLARATION_START = {"PROGRAM", "USE", "INFER", "$END"}
+_DECLARATION_START = {"PROGRAM", "USE", "PARAM", "INFER", "$END"}
 _LOOPS = ("for", "while")
 
 
@@ -271,6 +271,10 @@ class _Builder(Transformer_NonRecursive):
     def use_decl(self, meta, children):
         name, value = children
         return ast.Use(self._pos(meta), str(name), value)
+
+    def param_decl(self, meta, children):
+        name, value = children
+        return ast.ParamDecl(self._pos(meta), str(name), value, meta.start_pos, meta.end_pos)
 
     def program_decl(self, meta, children):
         name, *params, returns, body = children
