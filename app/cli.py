@@ -15,6 +15,10 @@
     tts eval FILE --data TASKS.jsonl --out results.jsonl [--budgets 1,2,4,8] [--algorithm NAME]...
                                            evaluate at each budget; results appended per task,
                                            resumable; a markdown summary and a PNG plot
+    tts search FILE --data DEV.jsonl --out trials.jsonl --trials K [--metric majority] [--seed N]
+                                           choose the file's param values with Optuna (accuracy
+                                           against generated tokens); trials appended, resumable;
+                                           the Pareto front plotted, the best written as a .tts file
 
 Exit codes: 0 success, 1 an error in the program, its inputs or the run (reported without a
 traceback), 2 a usage error.
@@ -342,6 +346,59 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    """Search the file's params on a development set (logic in ``ppl.app.search``)."""
+    from . import search as se
+
+    out = Path(args.out)
+    try:
+        tasks = ev.load_tasks(Path(args.data))
+        trials = se.search(
+            Path(args.file),
+            tasks,
+            out,
+            args.trials,
+            seed=args.seed,
+            metric=args.metric,
+            backend=args.backend,
+            options=_backend_options(args),
+            startup=args.startup,
+            max_in_flight=args.in_flight,
+            on_trial=lambda t: print(
+                f"trial {t['number']}: {json.dumps(t['params'])} -> accuracy {t['values']['accuracy']:.3f}, "
+                f"{t['values']['tokens_out']:.0f} tokens/task",
+                file=sys.stderr,
+            ),
+        )
+    except (ev.EvalError, se.SearchError) as error:
+        raise UserError(str(error)) from None
+    except OSError as error:
+        raise UserError(f"cannot read {error.filename}: {error.strerror or error}") from None
+    except ppl.EngineError as error:
+        raise UserError(
+            f"the engine failed: {error} (finished trials are in {out}; run again to resume)"
+        ) from None
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted: finished trials are in {out}; run the same command to resume"
+        ) from None
+    title = f"{Path(args.file).name} on {Path(args.data).name}: {args.metric} accuracy"
+    plot = Path(args.plot) if args.plot else out.with_suffix(".html")
+    se.plot_html(trials, plot, title)
+    png = plot.with_suffix(".png")
+    drew = se.plot_png(trials, png, title)
+    best = se.best(trials)
+    best_path = Path(args.best) if args.best else out.with_suffix(".best.tts")
+    space = check(Path(args.file)).params
+    se.write_best(Path(args.file).read_text(encoding="utf-8"), space, best, best_path, len(trials))
+    print(se.table(trials))
+    print(
+        f"\nPareto front: trials {', '.join(str(t['number']) for t in se.pareto(trials))}; plot {plot}"
+        f"{f' and {png}' if drew else ''}; best (trial {best['number']}) written to {best_path}"
+    )
+    return 0
+
+
 def cmd_render(args) -> int:
     module = _load(args.file, args.backend, _backend_options(args))
     if args.program:
@@ -576,6 +633,38 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--no-progress", action="store_true", help="no progress bar")
     in_flight(evaluation)
     evaluation.set_defaults(handler=cmd_eval)
+
+    searching = commands.add_parser(
+        "search",
+        help="choose the file's param values on a development set (Optuna); resumable",
+        description="Try values of the file's `param` declarations (Optuna's seeded multi-objective TPE: "
+        "accuracy against generated tokens per task), running its infer clause over the tasks. "
+        "Each trial is appended to --out; run the same command again to resume after a kill. Then "
+        "plots the Pareto front (plotly HTML, and a PNG) and writes the best trial as a .tts file.",
+    )
+    common(searching)
+    searching.add_argument("--data", required=True, metavar="DEV.jsonl", help="the development tasks")
+    searching.add_argument("--out", required=True, metavar="FILE.jsonl", help="trials, appended (resumes)")
+    searching.add_argument("--trials", required=True, type=_positive, metavar="K", help="how many trials")
+    searching.add_argument(
+        "--metric",
+        default="majority",
+        choices=("majority", "best", "weighted_vote"),
+        help="which answer is checked: the vote (default), the highest weight, the weighted vote",
+    )
+    searching.add_argument(
+        "--startup",
+        type=_positive,
+        default=4,
+        metavar="N",
+        help="random trials before TPE models (default 4)",
+    )
+    searching.add_argument("--plot", metavar="FILE.html", help="the Pareto plot (default: --out with .html)")
+    searching.add_argument(
+        "--best", metavar="FILE.tts", help="the best configuration (default: --out with .best.tts)"
+    )
+    in_flight(searching)
+    searching.set_defaults(handler=cmd_search)
 
     served = commands.add_parser(
         "serve",

@@ -13,6 +13,7 @@ bound arguments of each call) is kept in side tables keyed by node identity.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ppl.settings import AlgorithmSpec, Setting
 
