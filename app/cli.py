@@ -15,6 +15,9 @@
     tts eval FILE --data TASKS.jsonl --out results.jsonl [--budgets 1,2,4,8] [--algorithm NAME]...
                                            evaluate at each budget; results appended per task,
                                            resumable; a markdown summary and a PNG plot
+    tts plan RESULTS.jsonl --out POLICY.json [--probe 4] [--edges 0.5,1] [--cost C]
+                                           fit a policy: probe agreement → (interpreter, budget);
+                                           apply with tts eval FILE --data T --out R --policy POLICY.json
     tts search FILE --data DEV.jsonl --out trials.jsonl --trials K [--metric majority] [--seed N]
                                            choose the file's param values with Optuna (accuracy
                                            against generated tokens); trials appended, resumable;
@@ -303,6 +306,8 @@ def cmd_eval(args) -> int:
             raise UserError(f"{args.file} has no program '{name}'; it has {', '.join(module.programs)}")
         tasks = ev.load_tasks(Path(args.data))
         out = Path(args.out)
+        if args.policy:
+            return _eval_policy(args, module, name, tasks, out)
         try:
             records = ev.evaluate(
                 module.programs[name],
@@ -395,6 +400,72 @@ def cmd_search(args) -> int:
     print(
         f"\nPareto front: trials {', '.join(str(t['number']) for t in se.pareto(trials))}; plot {plot}"
         f"{f' and {png}' if drew else ''}; best (trial {best['number']}) written to {best_path}"
+    )
+    return 0
+
+
+def _eval_policy(args, module, name, tasks, out) -> int:
+    """``tts eval --policy``: probe, then each task's arm (``ppl.app.evaluate.evaluate_policy``)."""
+    from . import plan
+
+    try:
+        policy = plan.read_policy(Path(args.policy))
+    except plan.PlanError as error:
+        raise UserError(str(error)) from None
+    infer = module.infer
+
+    def method_of(algorithm: str) -> ev.Method:
+        if infer is not None and algorithm == infer.info.algorithm:
+            return ev.Method.of(algorithm, infer.info.settings)
+        return ev.Method.of(algorithm)
+
+    try:
+        records = ev.evaluate_policy(
+            module.programs[name],
+            _signature(module, name),
+            tasks,
+            policy,
+            method_of,
+            out,
+            seed=args.seed,
+            source=module.source,
+            max_in_flight=args.in_flight,
+        )
+    except ppl.EngineError as error:
+        raise UserError(
+            f"the engine failed: {error} (the results so far are in {out}; run again to resume)"
+        ) from None
+    finally:
+        _close_engines(module)
+    rows = ev.summarise(records)
+    table = ev.markdown_table(rows)
+    summary = Path(args.summary) if args.summary else out.with_suffix(".md")
+    summary.write_text(
+        f"# tts eval --policy {args.policy} {args.file} on {args.data}\n\n{table}\n", encoding="utf-8"
+    )
+    print(plan.describe(policy))
+    print()
+    print(table)
+    return 0
+
+
+def cmd_plan(args) -> int:
+    """Fit a policy from ``tts eval`` results (``ppl.app.plan``)."""
+    from . import plan
+
+    try:
+        edges = [float(e) for e in args.edges.split(",") if e.strip()]
+    except ValueError:
+        raise UsageError(f"--edges takes numbers separated by commas, got {args.edges!r}") from None
+    try:
+        records = ev.read_results(Path(args.results))
+        policy = plan.fit(records, probe=args.probe, edges=edges, metric=args.metric, cost=args.cost)
+    except (plan.PlanError, ev.EvalError) as error:
+        raise UserError(str(error)) from None
+    Path(args.out).write_text(json.dumps(policy, indent=2) + "\n", encoding="utf-8")
+    print(plan.describe(policy))
+    print(
+        f"\npolicy written to {args.out}; apply it with `tts eval FILE --data TASKS --out R --policy {args.out}`"
     )
     return 0
 
@@ -631,8 +702,43 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--no-plot", action="store_true", help="no plot")
     evaluation.add_argument("--report", metavar="FILE.html", help="also write an interactive HTML report")
     evaluation.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluation.add_argument(
+        "--policy", metavar="POLICY.json", help="apply a `tts plan` policy: probe each task, then run its arm"
+    )
     in_flight(evaluation)
     evaluation.set_defaults(handler=cmd_eval)
+
+    planning = commands.add_parser(
+        "plan",
+        help="fit a compute policy (difficulty → interpreter and budget) from tts eval results",
+        description="Fit, from tts eval results on a development set, a policy that maps the agreement "
+        "of a few best-of-N runs (a difficulty estimate) to the (interpreter, budget) that did best on "
+        "tasks of that agreement. Apply it with `tts eval --policy`.",
+    )
+    planning.add_argument(
+        "results", metavar="RESULTS.jsonl", help="tts eval results (with best_of_n at >= --probe)"
+    )
+    planning.add_argument("--out", required=True, metavar="POLICY.json", help="the policy file to write")
+    planning.add_argument(
+        "--probe", type=_positive, default=4, metavar="K", help="runs in the probe (default 4)"
+    )
+    planning.add_argument(
+        "--edges", default="0.5,1", metavar="A,B,...", help="agreement bin edges in (0, 1] (default 0.5,1)"
+    )
+    planning.add_argument(
+        "--metric",
+        default="majority",
+        choices=("majority", "best", "weighted_vote"),
+        help="what counts as right",
+    )
+    planning.add_argument(
+        "--cost",
+        type=float,
+        default=0.0,
+        metavar="C",
+        help="accuracy given up per generated token (default 0)",
+    )
+    planning.set_defaults(handler=cmd_plan)
 
     searching = commands.add_parser(
         "search",

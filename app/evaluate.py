@@ -448,3 +448,94 @@ def plot(rows: Sequence[dict], path: Path, title: str = "") -> None:
         axes.set_title(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(str(path))
+
+
+def evaluate_policy(
+    program,
+    signature,
+    tasks: Sequence[Task],
+    policy: dict,
+    method_of: Callable[[str], Method],
+    out_path: Path,
+    *,
+    seed: int = 0,
+    source: str = "",
+    max_in_flight: int | None = None,
+) -> list[dict]:
+    """Apply a ``tts plan`` policy to ``tasks`` (``ppl.app.plan``): probe each task, then run
+    its arm; one ``"algorithm": "policy"`` line per task (resumes like ``evaluate``).
+
+    A task's tokens, calls and time are the probe's plus its arm's; ``"policy"`` in its line
+    gives the probe's agreement, the arm chosen and the probe's own tokens."""
+    from .plan import agreement, choose_arm
+
+    digest = program_digest(source)
+    existing = read_results(out_path)
+    for r in existing:
+        if r.get("kind") == "task" and (r.get("seed"), r.get("program")) != (seed, digest):
+            raise EvalError(
+                f"{out_path} holds results of another run (seed {r.get('seed')}, program {r.get('program')}); "
+                "resume with the same program and --seed, or write to another --out"
+            )
+    done = {r["id"] for r in existing if r.get("kind") == "task" and r.get("algorithm") == "policy"}
+    todo = [t for t in tasks if t.id not in done]
+    inputs = {task.id: program_inputs(task, signature) for task in tasks}
+    arms = {tuple(b["arm"]) for b in policy["bins"]}
+    for algorithm, budget in arms:  # every arm checked before anything runs
+        method_of(algorithm).at(int(budget))
+    if not todo:
+        return existing
+    started = time.perf_counter()
+    probe_method = Method.of("importance")
+    probe = probe_method.at(int(policy["probe"]))
+    probed = probe.run(program, [inputs[t.id] for t in todo], seed=seed, ids=[t.index for t in todo])
+    calls = probed.stats.total_calls() if probed.stats is not None else 0
+    plans = {}
+    for task, posterior in zip(todo, probed):
+        record = task_record(
+            task, probe_method, policy["probe"], posterior, seed=seed, program=digest, ks=[1]
+        )
+        value = agreement(record["samples"])
+        plans[task.id] = (value, choose_arm(policy, value), record)
+    with open(out_path, "a", encoding="utf-8") as out:
+        for algorithm, budget in sorted(arms):
+            mine = [t for t in todo if plans[t.id][1] == (algorithm, budget)]
+            if not mine:
+                continue
+            method = method_of(algorithm)
+            results = method.at(budget).run(
+                program,
+                [inputs[t.id] for t in mine],
+                seed=seed,
+                ids=[t.index for t in mine],
+                max_in_flight=max_in_flight,
+            )
+            calls += results.stats.total_calls() if results.stats is not None else 0
+            for task, posterior in zip(mine, results):
+                value, _, probe_record = plans[task.id]
+                record = task_record(task, method, budget, posterior, seed=seed, program=digest, ks=[1])
+                record.update(algorithm="policy", budget=0)
+                record["policy"] = {
+                    "agreement": value,
+                    "arm": [algorithm, budget],
+                    "probe_tokens_in": probe_record["tokens_in"],
+                    "probe_tokens_out": probe_record["tokens_out"],
+                }
+                for name in ("tokens_in", "tokens_out", "engine_calls"):
+                    record[name] += probe_record[name]
+                _append(out, record)
+        _append(
+            out,
+            {
+                "schema": SCHEMA,
+                "kind": "segment",
+                "algorithm": "policy",
+                "budget": 0,
+                "tasks": len(todo),
+                "engine_calls": calls,
+                "wall_time": round(time.perf_counter() - started, 4),
+                "seed": seed,
+                "program": digest,
+            },
+        )
+    return read_results(out_path)
