@@ -42,8 +42,8 @@ from ppl.backends.vllm import ENGINE_LOG
 from ppl.grammar import LANGUAGE_VERSION, TtsError, TtsRuntimeError
 from ppl.grammar.compiler import has_type
 
+from . import costs, report
 from . import evaluate as ev
-from . import report
 from .errors import Interrupted, UsageError, UserError
 from .loading import check, describe_models, load
 from .models import backend_names
@@ -172,6 +172,16 @@ def _engine_log() -> str:
     return f"; the engine's own output is in {log}" if log and Path(log).is_file() else ""
 
 
+def _prices(args):
+    """The price table of ``--prices FILE`` (None without it)."""
+    if not getattr(args, "prices", None):
+        return None
+    try:
+        return costs.Prices.read(Path(args.prices))
+    except costs.PricesError as error:
+        raise UserError(str(error)) from None
+
+
 def _infer_program(module, path: str):
     if module.infer is None:
         raise UserError(f"{path} has no infer clause: add one, like `infer PROGRAM with smc(particles = 16)`")
@@ -241,6 +251,8 @@ def cmd_run(args) -> int:
         out.flush()
         display.advance()
 
+    prices = _prices(args)
+    before = costs.usage(module.models.values())
     started = time.perf_counter()
     try:
         with display:
@@ -274,7 +286,11 @@ def cmd_run(args) -> int:
             out.close()
         _close_engines(module)
     calls = results.stats.total_calls() if results.stats is not None else 0
-    table = summary_table(records, time.perf_counter() - started, calls)
+    wall = time.perf_counter() - started
+    table = summary_table(records, wall, calls)
+    delta = costs.since(before, costs.usage(module.models.values()))
+    fresh = [r for r in records if r["id"] in set(ids)]
+    table += "\n" + costs.summary_line(fresh, delta, wall, calls, prices)
     print(table, file=sys.stdout if args.out else sys.stderr)
     if args.report:
         report.write(args.report, report.run_report(records))
@@ -320,6 +336,7 @@ def cmd_eval(args) -> int:
                 source=module.source,
                 progress=not args.no_progress,
                 max_in_flight=args.in_flight,
+                models=list(module.models.values()),
             )
         except ppl.EngineError as error:
             raise UserError(
@@ -333,7 +350,7 @@ def cmd_eval(args) -> int:
             ) from None
         finally:
             _close_engines(module)
-        rows = ev.summarise(records)
+        rows = ev.summarise(records, _prices(args))
         table = ev.markdown_table(rows)
         summary = Path(args.summary) if args.summary else out.with_suffix(".md")
         summary.write_text(f"# tts eval {args.file} on {args.data}\n\n{table}\n", encoding="utf-8")
@@ -437,7 +454,7 @@ def _eval_policy(args, module, name, tasks, out) -> int:
         ) from None
     finally:
         _close_engines(module)
-    rows = ev.summarise(records)
+    rows = ev.summarise(records, _prices(args))
     table = ev.markdown_table(rows)
     summary = Path(args.summary) if args.summary else out.with_suffix(".md")
     summary.write_text(
@@ -653,6 +670,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--trace", action="store_true", help="keep every particle's sites and the genealogy in the results"
     )
     run.add_argument("--report", metavar="FILE.html", help="write the trace report (one HTML page)")
+    run.add_argument(
+        "--prices", metavar="PRICES.json", help="a price table: the run's cost (see ppl.app.costs)"
+    )
     in_flight(run)
     run.set_defaults(handler=cmd_run)
 
@@ -702,6 +722,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--no-plot", action="store_true", help="no plot")
     evaluation.add_argument("--report", metavar="FILE.html", help="also write an interactive HTML report")
     evaluation.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluation.add_argument(
+        "--prices", metavar="PRICES.json", help="a price table: cost per task in the summary"
+    )
     evaluation.add_argument(
         "--policy", metavar="POLICY.json", help="apply a `tts plan` policy: probe each task, then run its arm"
     )

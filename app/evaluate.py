@@ -47,6 +47,7 @@ from ppl.backends.verifiers import CHECKERS, check, python_tests_run
 from ppl.grammar.compiler import has_type
 from ppl.settings import AlgorithmSpec
 
+from . import costs
 from .metrics import Sample, aggregate, problem_metrics
 from .progress import Display
 from .records import SCHEMA, jsonable, posterior_record
@@ -268,11 +269,13 @@ def evaluate(
     progress: bool = True,
     on_record: Callable[[dict], None] | None = None,
     max_in_flight: int | None = None,
+    models: Sequence = (),
 ) -> list[dict]:
     """Run every (method, budget) over ``tasks``, appending results to ``out_path``; resumes.
 
     Returns every record of the file afterwards. ``ks`` are the k of pass@k (default: the
-    powers of two up to each budget).
+    powers of two up to each budget). ``models`` are the file's models: each segment line
+    records the prompt tokens they served from their prefix cache (``ppl.app.costs``).
     """
     if not budgets or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in budgets):
         raise EvalError(f"budgets must be whole numbers >= 1, got {list(budgets)}")
@@ -314,6 +317,7 @@ def evaluate(
                         bar,
                         on_record,
                         max_in_flight,
+                        models,
                     )
     finally:
         bar.close()
@@ -321,7 +325,19 @@ def evaluate(
 
 
 def _run_segment(
-    program, todo, inputs, method, budget, out, seed, digest, ks, bar, on_record, max_in_flight=None
+    program,
+    todo,
+    inputs,
+    method,
+    budget,
+    out,
+    seed,
+    digest,
+    ks,
+    bar,
+    on_record,
+    max_in_flight=None,
+    models=(),
 ) -> None:
     algorithm = method.at(budget)
     by_index = {t.index: t for t in todo}
@@ -336,6 +352,7 @@ def _run_segment(
         bar.advance()
 
     started = time.perf_counter()
+    before = costs.usage(models)
     results = algorithm.run(
         program,
         [inputs[t.id] for t in todo],
@@ -346,6 +363,7 @@ def _run_segment(
         watch=bar.watch,
     )
     stats = results.stats
+    delta = costs.since(before, costs.usage(models))
     _append(
         out,
         {
@@ -354,6 +372,8 @@ def _run_segment(
             "algorithm": method.algorithm,
             "budget": budget,
             "tasks": len(todo),
+            "cached_prompt_tokens": costs.cached_tokens(delta),
+            **({"model": next(iter(delta))} if len(delta) == 1 else {}),
             "engine_calls": stats.total_calls() if stats is not None else 0,
             "wall_time": round(time.perf_counter() - started, 4),
             "seed": seed,
@@ -366,8 +386,9 @@ def _powers_of_two(budget: int) -> list[int]:
     return [2**i for i in range(budget.bit_length()) if 2**i <= budget]
 
 
-def summarise(records: Sequence[dict]) -> list[dict]:
-    """One row per (algorithm, budget), in the order first seen: the metrics' means and the costs."""
+def summarise(records: Sequence[dict], prices=None) -> list[dict]:
+    """One row per (algorithm, budget), in the order first seen: the metrics' means and the costs
+    (with ``prices``, a ``ppl.app.costs.Prices``: the money cost per task)."""
     groups: dict[tuple[str, int], list[dict]] = {}
     segments: dict[tuple[str, int], list[dict]] = {}
     for r in records:
@@ -388,6 +409,14 @@ def summarise(records: Sequence[dict]) -> list[dict]:
         segs = segments.get((algorithm, budget), [])
         row["engine_calls"] = sum(s["engine_calls"] for s in segs)
         row["wall_time"] = sum(s["wall_time"] for s in segs)
+        covered = sum(s["tasks"] for s in segs if "cached_prompt_tokens" in s)
+        if covered:  # the prefix-cache share, per task, of the segments that counted it
+            row["cached_in"] = sum(s.get("cached_prompt_tokens", 0) for s in segs) / covered
+        if prices is not None:
+            names = {s.get("model") for s in segs}
+            model = names.pop() if len(names) == 1 else None
+            cached = min(row.get("cached_in", 0.0), row["tokens_in"])
+            row["cost"] = prices.cost(row["tokens_in"], cached, row["tokens_out"], model)
         rows.append(row)
     return rows
 
@@ -407,16 +436,25 @@ def markdown_table(rows: Sequence[dict]) -> str:
         "coverage",
         *ks,
     ]
-    head += ["resamplings", "tokens in", "tokens out", "engine calls", "wall s"]
+    head += ["resamplings", "tokens in", "cached in", "tokens out", "engine calls", "wall s"]
+    priced = any("cost" in row for row in rows)
+    head += ["cost/task"] if priced else []
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for row in rows:
         runs = f"{row['runs']:.2f}" if "runs" in row else ""
         cells = [str(row["algorithm"]), str(row["budget"]), str(row["problems"]), runs]
         cells += [f"{row[k]:.3f}" for k in ("accuracy", "majority", "weighted_vote", "coverage")]
         cells += [f"{row[k]:.3f}" if k in row else "" for k in ks]
-        cells += [str(row.get("resamplings", "")), f"{row['tokens_in']:.0f}", f"{row['tokens_out']:.0f}"]
+        cached = f"{row['cached_in']:.0f}" if "cached_in" in row else ""
+        cells += [
+            str(row.get("resamplings", "")),
+            f"{row['tokens_in']:.0f}",
+            cached,
+            f"{row['tokens_out']:.0f}",
+        ]
         cells.append(str(row["engine_calls"]))
         cells.append(f"{row['wall_time']:.1f}")
+        cells += [f"{row['cost']:.6f}" if "cost" in row else ""] if priced else []
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
