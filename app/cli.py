@@ -365,7 +365,23 @@ def cmd_eval(args) -> int:
     except ev.EvalError as error:
         raise UserError(str(error)) from None
     print(table)
+    if args.verifier_threshold is not None:
+        print("\n" + _verifier_section(records, args.verifier_threshold))
     return 0
+
+
+def _verifier_section(records, threshold: float) -> str:
+    """``--verifier-threshold``: the program's weight as a verifier (``ppl.app.verifier_stats``),
+    from the runs of best-of-N (the program's own law) — or of every record when there are none."""
+    from . import verifier_stats as vs
+
+    tasks = [r for r in records if r.get("kind") == "task"]
+    plain = [r for r in tasks if r["algorithm"] in ("importance", "best_of_n")]
+    try:
+        stats = vs.verifier_stats([r["samples"] for r in plain or tasks], threshold)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    return vs.describe(stats)
 
 
 def cmd_search(args) -> int:
@@ -722,6 +738,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--no-plot", action="store_true", help="no plot")
     evaluation.add_argument("--report", metavar="FILE.html", help="also write an interactive HTML report")
     evaluation.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluation.add_argument(
+        "--verifier-threshold",
+        type=float,
+        metavar="T",
+        help="read a run's log weight >= T as the verifier accepting it: report its false-positive and "
+        "false-negative rates, the resampling accuracy ceiling and the best number of samples",
+    )
     evaluation.add_argument(
         "--prices", metavar="PRICES.json", help="a price table: cost per task in the summary"
     )
