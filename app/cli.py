@@ -306,7 +306,11 @@ def cmd_eval(args) -> int:
         raise UsageError(f"--budgets takes whole numbers separated by commas, got {args.budgets!r}") from None
     try:
         if args.algorithm:
-            methods = [ev.Method.of(name) for name in dict.fromkeys(args.algorithm)]
+            infer = module.infer  # an --algorithm that is the infer clause's keeps its settings
+            methods = [
+                ev.Method.of(a, infer.info.settings if infer and a == infer.info.algorithm else None)
+                for a in dict.fromkeys(args.algorithm)
+            ]
             name = args.program or (module.infer.info.program if module.infer else None)
         else:
             infer = _infer_program(module, args.file)
