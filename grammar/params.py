@@ -248,6 +248,16 @@ def apply(
         if reason is not None:
             diagnostics.append(Diagnostic(tunable.pos, reason))
         values[name] = tunable.normal(value)
+    if not params:  # nothing to replace: the file is checked as it is
+        return module, ParamSpace(params, values), diagnostics
+    try:
+        return _replaced(module, params, values, diagnostics)
+    except RecursionError:  # the checker reports it for files without params
+        diagnostics.append(Diagnostic(module.pos, "this is nested too deeply (more than 100 levels)"))
+        return module, ParamSpace(params, values), diagnostics
+
+
+def _replaced(module: ast.Module, params: dict, values: dict, diagnostics: list):
     if params:
         bound: list = []
         _bindings(tuple(d for d in module.declarations if isinstance(d, ast.ProgramDecl)), bound)

@@ -251,7 +251,7 @@ def test_python_cannot_be_reached(body, message):
 
 def test_python_statements_are_not_syntax():
     assert only_message("version 0.1\nimport os\n").splitlines()[0] == (
-        "f.tts:2:1: expected 'infer', 'program', 'use' or the end of the file, found the name 'import'"
+        "f.tts:2:1: expected 'infer', 'param', 'program', 'use' or the end of the file, found the name 'import'"
     )
     assert error_of(program('  exec("x")\n  return "a"')).messages == ["expected '+=', '=' or '~', found '('"]
 
