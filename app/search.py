@@ -348,13 +348,13 @@ def plot_png(trials: Sequence[dict], path: Path, title: str = "") -> bool:
         marker="o",
         label="Pareto front",
     )
-    for t in front:
+    for t in front:  # trial numbers: the table printed with the plot gives their values
         axes.annotate(
-            _label(t),
+            f"#{t['number']}",
             (t["values"]["tokens_out"], t["values"]["accuracy"]),
             textcoords="offset points",
             xytext=(4, -10),
-            fontsize=6,
+            fontsize=8,
         )
     axes.set_xlabel("generated tokens per task (mean)")
     axes.set_ylabel("accuracy")

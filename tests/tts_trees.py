@@ -23,7 +23,7 @@ from ppl.settings import REQUIRED
 
 TYPES = ("text", "number", "bool", "tokens", "segment", "list[segment]", "list[text]")
 KEYWORDS = ("version", "use", "program", "infer", "with", "let", "score", "twist", "condition", "observe",
-            "step", "max", "if", "else", "finish", "return", "and", "or", "not", "true", "false")  # fmt: skip
+            "step", "max", "if", "else", "finish", "return", "and", "or", "not", "true", "false", "param")  # fmt: skip
 PUNCTUATION = (
     "(",
     ")",
