@@ -5,6 +5,7 @@ knows a concrete backend.
 |---|---|
 | ``ImportanceSampling``, ``SMC``, ``ParticleGibbs``, ``MH`` | the program's distribution π |
 | ``Enumeration`` | π exactly (finite programs) |
+| ``AdaptiveConsistency`` | the law of the stopped majority vote (self-consistency in waves until a Beta posterior settles it) |
 | ``BeamSearch``, ``DVTS`` | the highest-weight runs found (weight plus twist); not properly weighted, not the mode of π |
 
 ``ALGORITHMS`` is the one registry of interpreters: name → ``ppl.settings.AlgorithmSpec``
@@ -15,7 +16,8 @@ and adding its spec below.
 
 from ppl.settings import registry
 
-from . import beam, enumeration, gibbs, importance, mh, smc
+from . import adaptive, beam, enumeration, gibbs, importance, mh, smc
+from .adaptive import AdaptiveConsistency
 from .beam import DVTS, BeamSearch
 from .enumeration import Enumeration, ExactPosterior, enumerate_program
 from .gibbs import ParticleGibbs
@@ -26,6 +28,7 @@ from .smc import SMC
 
 ALGORITHMS = registry(
     importance.SPEC,
+    adaptive.SPEC,
     smc.SPEC,
     enumeration.SPEC,
     beam.BEAM_SPEC,
@@ -37,6 +40,7 @@ ALGORITHMS = registry(
 
 __all__ = [
     "ALGORITHMS",
+    "AdaptiveConsistency",
     "DVTS",
     "MH",
     "SMC",

@@ -15,6 +15,13 @@
     tts eval FILE --data TASKS.jsonl --out results.jsonl [--budgets 1,2,4,8] [--algorithm NAME]...
                                            evaluate at each budget; results appended per task,
                                            resumable; a markdown summary and a PNG plot
+    tts plan RESULTS.jsonl --out POLICY.json [--probe 4] [--edges 0.5,1] [--cost C]
+                                           fit a policy: probe agreement → (interpreter, budget);
+                                           apply with tts eval FILE --data T --out R --policy POLICY.json
+    tts search FILE --data DEV.jsonl --out trials.jsonl --trials K [--metric majority] [--seed N]
+                                           choose the file's param values with Optuna (accuracy
+                                           against generated tokens); trials appended, resumable;
+                                           the Pareto front plotted, the best written as a .tts file
 
 Exit codes: 0 success, 1 an error in the program, its inputs or the run (reported without a
 traceback), 2 a usage error.
@@ -35,8 +42,8 @@ from ppl.backends.vllm import ENGINE_LOG
 from ppl.grammar import LANGUAGE_VERSION, TtsError, TtsRuntimeError
 from ppl.grammar.compiler import has_type
 
+from . import costs, report
 from . import evaluate as ev
-from . import report
 from .errors import Interrupted, UsageError, UserError
 from .jsonl import json_lines
 from .loading import check, describe_models, load
@@ -156,6 +163,16 @@ def _engine_log() -> str:
     return f"; the engine's own output is in {log}" if log and Path(log).is_file() else ""
 
 
+def _prices(args):
+    """The price table of ``--prices FILE`` (None without it)."""
+    if not getattr(args, "prices", None):
+        return None
+    try:
+        return costs.Prices.read(Path(args.prices))
+    except costs.PricesError as error:
+        raise UserError(str(error)) from None
+
+
 def _infer_program(module, path: str):
     if module.infer is None:
         raise UserError(f"{path} has no infer clause: add one, like `infer PROGRAM with smc(particles = 16)`")
@@ -226,6 +243,8 @@ def cmd_run(args) -> int:
         out.flush()
         display.advance()
 
+    prices = _prices(args)
+    before = costs.usage(module.models.values())
     started = time.perf_counter()
     try:
         with display:
@@ -259,7 +278,11 @@ def cmd_run(args) -> int:
             out.close()
         _close_engines(module)
     calls = results.stats.total_calls() if results.stats is not None else 0
-    table = summary_table(records, time.perf_counter() - started, calls)
+    wall = time.perf_counter() - started
+    table = summary_table(records, wall, calls)
+    delta = costs.since(before, costs.usage(module.models.values()))
+    fresh = [r for r in records if r["id"] in set(ids)]
+    table += "\n" + costs.summary_line(fresh, delta, wall, calls, prices)
     print(table, file=sys.stdout if args.out else sys.stderr)
     if args.report:
         report.write(args.report, report.run_report(records))
@@ -275,7 +298,11 @@ def cmd_eval(args) -> int:
         raise UsageError(f"--budgets takes whole numbers separated by commas, got {args.budgets!r}") from None
     try:
         if args.algorithm:
-            methods = [ev.Method.of(name) for name in dict.fromkeys(args.algorithm)]
+            infer = module.infer  # an --algorithm that is the infer clause's keeps its settings
+            methods = [
+                ev.Method.of(a, infer.info.settings if infer and a == infer.info.algorithm else None)
+                for a in dict.fromkeys(args.algorithm)
+            ]
             name = args.program or (module.infer.info.program if module.infer else None)
         else:
             infer = _infer_program(module, args.file)
@@ -291,6 +318,8 @@ def cmd_eval(args) -> int:
             raise UserError(f"{args.file} has no program '{name}'; it has {', '.join(module.programs)}")
         tasks = ev.load_tasks(Path(args.data))
         out = Path(args.out)
+        if args.policy:
+            return _eval_policy(args, module, name, tasks, out)
         try:
             records = ev.evaluate(
                 module.programs[name],
@@ -303,6 +332,7 @@ def cmd_eval(args) -> int:
                 source=module.source,
                 progress=not args.no_progress,
                 max_in_flight=args.in_flight,
+                models=list(module.models.values()),
             )
         except ppl.EngineError as error:
             raise UserError(
@@ -316,7 +346,7 @@ def cmd_eval(args) -> int:
             ) from None
         finally:
             _close_engines(module)
-        rows = ev.summarise(records)
+        rows = ev.summarise(records, _prices(args))
         table = ev.markdown_table(rows)
         summary = Path(args.summary) if args.summary else out.with_suffix(".md")
         summary.write_text(f"# tts eval {args.file} on {args.data}\n\n{table}\n", encoding="utf-8")
@@ -331,6 +361,141 @@ def cmd_eval(args) -> int:
     except ev.EvalError as error:
         raise UserError(str(error)) from None
     print(table)
+    if args.verifier_threshold is not None:
+        print("\n" + _verifier_section(records, args.verifier_threshold))
+    return 0
+
+
+def _verifier_section(records, threshold: float) -> str:
+    """``--verifier-threshold``: the program's weight as a verifier (``ppl.app.verifier_stats``),
+    from the runs of best-of-N (the program's own law) — or of every record when there are none."""
+    from . import verifier_stats as vs
+
+    tasks = [r for r in records if r.get("kind") == "task"]
+    plain = [r for r in tasks if r["algorithm"] in ("importance", "best_of_n")]
+    try:
+        stats = vs.verifier_stats([r["samples"] for r in plain or tasks], threshold)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    return vs.describe(stats)
+
+
+def cmd_search(args) -> int:
+    """Search the file's params on a development set (logic in ``ppl.app.search``)."""
+    from . import search as se
+
+    out = Path(args.out)
+    try:
+        tasks = ev.load_tasks(Path(args.data))
+        trials = se.search(
+            Path(args.file),
+            tasks,
+            out,
+            args.trials,
+            seed=args.seed,
+            metric=args.metric,
+            backend=args.backend,
+            options=_backend_options(args),
+            startup=args.startup,
+            max_in_flight=args.in_flight,
+            on_trial=lambda t: print(
+                f"trial {t['number']}: {json.dumps(t['params'])} -> accuracy {t['values']['accuracy']:.3f}, "
+                f"{t['values']['tokens_out']:.0f} tokens/task",
+                file=sys.stderr,
+            ),
+        )
+    except (ev.EvalError, se.SearchError) as error:
+        raise UserError(str(error)) from None
+    except OSError as error:
+        raise UserError(f"cannot read {error.filename}: {error.strerror or error}") from None
+    except ppl.EngineError as error:
+        raise UserError(
+            f"the engine failed: {error} (finished trials are in {out}; run again to resume)"
+        ) from None
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted: finished trials are in {out}; run the same command to resume"
+        ) from None
+    title = f"{Path(args.file).name} on {Path(args.data).name}: {args.metric} accuracy"
+    plot = Path(args.plot) if args.plot else out.with_suffix(".html")
+    se.plot_html(trials, plot, title)
+    png = plot.with_suffix(".png")
+    drew = se.plot_png(trials, png, title)
+    best = se.best(trials)
+    best_path = Path(args.best) if args.best else out.with_suffix(".best.tts")
+    space = check(Path(args.file)).params
+    se.write_best(Path(args.file).read_text(encoding="utf-8"), space, best, best_path, len(trials))
+    print(se.table(trials))
+    print(
+        f"\nPareto front: trials {', '.join(str(t['number']) for t in se.pareto(trials))}; plot {plot}"
+        f"{f' and {png}' if drew else ''}; best (trial {best['number']}) written to {best_path}"
+    )
+    return 0
+
+
+def _eval_policy(args, module, name, tasks, out) -> int:
+    """``tts eval --policy``: probe, then each task's arm (``ppl.app.evaluate.evaluate_policy``)."""
+    from . import plan
+
+    try:
+        policy = plan.read_policy(Path(args.policy))
+    except plan.PlanError as error:
+        raise UserError(str(error)) from None
+    infer = module.infer
+
+    def method_of(algorithm: str) -> ev.Method:
+        if infer is not None and algorithm == infer.info.algorithm:
+            return ev.Method.of(algorithm, infer.info.settings)
+        return ev.Method.of(algorithm)
+
+    try:
+        records = ev.evaluate_policy(
+            module.programs[name],
+            _signature(module, name),
+            tasks,
+            policy,
+            method_of,
+            out,
+            seed=args.seed,
+            source=module.source,
+            max_in_flight=args.in_flight,
+        )
+    except ppl.EngineError as error:
+        raise UserError(
+            f"the engine failed: {error} (the results so far are in {out}; run again to resume)"
+        ) from None
+    finally:
+        _close_engines(module)
+    rows = ev.summarise(records, _prices(args))
+    table = ev.markdown_table(rows)
+    summary = Path(args.summary) if args.summary else out.with_suffix(".md")
+    summary.write_text(
+        f"# tts eval --policy {args.policy} {args.file} on {args.data}\n\n{table}\n", encoding="utf-8"
+    )
+    print(plan.describe(policy))
+    print()
+    print(table)
+    return 0
+
+
+def cmd_plan(args) -> int:
+    """Fit a policy from ``tts eval`` results (``ppl.app.plan``)."""
+    from . import plan
+
+    try:
+        edges = [float(e) for e in args.edges.split(",") if e.strip()]
+    except ValueError:
+        raise UsageError(f"--edges takes numbers separated by commas, got {args.edges!r}") from None
+    try:
+        records = ev.read_results(Path(args.results))
+        policy = plan.fit(records, probe=args.probe, edges=edges, metric=args.metric, cost=args.cost)
+    except (plan.PlanError, ev.EvalError) as error:
+        raise UserError(str(error)) from None
+    Path(args.out).write_text(json.dumps(policy, indent=2) + "\n", encoding="utf-8")
+    print(plan.describe(policy))
+    print(
+        f"\npolicy written to {args.out}; apply it with `tts eval FILE --data TASKS --out R --policy {args.out}`"
+    )
     return 0
 
 
@@ -517,6 +682,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--trace", action="store_true", help="keep every particle's sites and the genealogy in the results"
     )
     run.add_argument("--report", metavar="FILE.html", help="write the trace report (one HTML page)")
+    run.add_argument(
+        "--prices", metavar="PRICES.json", help="a price table: the run's cost (see ppl.app.costs)"
+    )
     in_flight(run)
     run.set_defaults(handler=cmd_run)
 
@@ -566,8 +734,85 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--no-plot", action="store_true", help="no plot")
     evaluation.add_argument("--report", metavar="FILE.html", help="also write an interactive HTML report")
     evaluation.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluation.add_argument(
+        "--verifier-threshold",
+        type=float,
+        metavar="T",
+        help="read a run's log weight >= T as the verifier accepting it: report its false-positive and "
+        "false-negative rates, the resampling accuracy ceiling and the best number of samples",
+    )
+    evaluation.add_argument(
+        "--prices", metavar="PRICES.json", help="a price table: cost per task in the summary"
+    )
+    evaluation.add_argument(
+        "--policy", metavar="POLICY.json", help="apply a `tts plan` policy: probe each task, then run its arm"
+    )
     in_flight(evaluation)
     evaluation.set_defaults(handler=cmd_eval)
+
+    planning = commands.add_parser(
+        "plan",
+        help="fit a compute policy (difficulty → interpreter and budget) from tts eval results",
+        description="Fit, from tts eval results on a development set, a policy that maps the agreement "
+        "of a few best-of-N runs (a difficulty estimate) to the (interpreter, budget) that did best on "
+        "tasks of that agreement. Apply it with `tts eval --policy`.",
+    )
+    planning.add_argument(
+        "results", metavar="RESULTS.jsonl", help="tts eval results (with best_of_n at >= --probe)"
+    )
+    planning.add_argument("--out", required=True, metavar="POLICY.json", help="the policy file to write")
+    planning.add_argument(
+        "--probe", type=_positive, default=4, metavar="K", help="runs in the probe (default 4)"
+    )
+    planning.add_argument(
+        "--edges", default="0.5,1", metavar="A,B,...", help="agreement bin edges in (0, 1] (default 0.5,1)"
+    )
+    planning.add_argument(
+        "--metric",
+        default="majority",
+        choices=("majority", "best", "weighted_vote"),
+        help="what counts as right",
+    )
+    planning.add_argument(
+        "--cost",
+        type=float,
+        default=0.0,
+        metavar="C",
+        help="accuracy given up per generated token (default 0)",
+    )
+    planning.set_defaults(handler=cmd_plan)
+
+    searching = commands.add_parser(
+        "search",
+        help="choose the file's param values on a development set (Optuna); resumable",
+        description="Try values of the file's `param` declarations (Optuna's seeded multi-objective TPE: "
+        "accuracy against generated tokens per task), running its infer clause over the tasks. "
+        "Each trial is appended to --out; run the same command again to resume after a kill. Then "
+        "plots the Pareto front (plotly HTML, and a PNG) and writes the best trial as a .tts file.",
+    )
+    common(searching)
+    searching.add_argument("--data", required=True, metavar="DEV.jsonl", help="the development tasks")
+    searching.add_argument("--out", required=True, metavar="FILE.jsonl", help="trials, appended (resumes)")
+    searching.add_argument("--trials", required=True, type=_positive, metavar="K", help="how many trials")
+    searching.add_argument(
+        "--metric",
+        default="majority",
+        choices=("majority", "best", "weighted_vote"),
+        help="which answer is checked: the vote (default), the highest weight, the weighted vote",
+    )
+    searching.add_argument(
+        "--startup",
+        type=_positive,
+        default=4,
+        metavar="N",
+        help="random trials before TPE models (default 4)",
+    )
+    searching.add_argument("--plot", metavar="FILE.html", help="the Pareto plot (default: --out with .html)")
+    searching.add_argument(
+        "--best", metavar="FILE.tts", help="the best configuration (default: --out with .best.tts)"
+    )
+    in_flight(searching)
+    searching.set_defaults(handler=cmd_search)
 
     served = commands.add_parser(
         "serve",

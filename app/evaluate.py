@@ -47,6 +47,7 @@ from ppl.backends.verifiers import CHECKERS, check, python_tests_run
 from ppl.grammar.compiler import has_type
 from ppl.settings import AlgorithmSpec
 
+from . import costs
 from .jsonl import complete_json_lines, json_lines
 from .metrics import Sample, aggregate, problem_metrics
 from .progress import Display
@@ -244,11 +245,13 @@ def evaluate(
     progress: bool = True,
     on_record: Callable[[dict], None] | None = None,
     max_in_flight: int | None = None,
+    models: Sequence = (),
 ) -> list[dict]:
     """Run every (method, budget) over ``tasks``, appending results to ``out_path``; resumes.
 
     Returns every record of the file afterwards. ``ks`` are the k of pass@k (default: the
-    powers of two up to each budget).
+    powers of two up to each budget). ``models`` are the file's models: each segment line
+    records the prompt tokens they served from their prefix cache (``ppl.app.costs``).
     """
     if not budgets or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in budgets):
         raise EvalError(f"budgets must be whole numbers >= 1, got {list(budgets)}")
@@ -290,6 +293,7 @@ def evaluate(
                         bar,
                         on_record,
                         max_in_flight,
+                        models,
                     )
     finally:
         bar.close()
@@ -297,7 +301,19 @@ def evaluate(
 
 
 def _run_segment(
-    program, todo, inputs, method, budget, out, seed, digest, ks, bar, on_record, max_in_flight=None
+    program,
+    todo,
+    inputs,
+    method,
+    budget,
+    out,
+    seed,
+    digest,
+    ks,
+    bar,
+    on_record,
+    max_in_flight=None,
+    models=(),
 ) -> None:
     algorithm = method.at(budget)
     by_index = {t.index: t for t in todo}
@@ -312,6 +328,7 @@ def _run_segment(
         bar.advance()
 
     started = time.perf_counter()
+    before = costs.usage(models)
     results = algorithm.run(
         program,
         [inputs[t.id] for t in todo],
@@ -322,6 +339,7 @@ def _run_segment(
         watch=bar.watch,
     )
     stats = results.stats
+    delta = costs.since(before, costs.usage(models))
     _append(
         out,
         {
@@ -330,6 +348,8 @@ def _run_segment(
             "algorithm": method.algorithm,
             "budget": budget,
             "tasks": len(todo),
+            "cached_prompt_tokens": costs.cached_tokens(delta),
+            **({"model": next(iter(delta))} if len(delta) == 1 else {}),
             "engine_calls": stats.total_calls() if stats is not None else 0,
             "wall_time": round(time.perf_counter() - started, 4),
             "seed": seed,
@@ -342,8 +362,9 @@ def _powers_of_two(budget: int) -> list[int]:
     return [2**i for i in range(budget.bit_length()) if 2**i <= budget]
 
 
-def summarise(records: Sequence[dict]) -> list[dict]:
-    """One row per (algorithm, budget), in the order first seen: the metrics' means and the costs."""
+def summarise(records: Sequence[dict], prices=None) -> list[dict]:
+    """One row per (algorithm, budget), in the order first seen: the metrics' means and the costs
+    (with ``prices``, a ``ppl.app.costs.Prices``: the money cost per task)."""
     groups: dict[tuple[str, int], list[dict]] = {}
     segments: dict[tuple[str, int], list[dict]] = {}
     for r in records:
@@ -358,10 +379,20 @@ def summarise(records: Sequence[dict]) -> list[dict]:
         n = len(tasks)
         row["tokens_in"] = sum(t["tokens_in"] for t in tasks) / n
         row["tokens_out"] = sum(t["tokens_out"] for t in tasks) / n
+        # the runs each task drew: the budget for fixed interpreters, what adaptive ones used
+        row["runs"] = sum(t.get("diagnostics", {}).get("particles", budget) for t in tasks) / n
         row["resamplings"] = sum(sum(t.get("resampled", ())) for t in tasks)
         segs = segments.get((algorithm, budget), [])
         row["engine_calls"] = sum(s["engine_calls"] for s in segs)
         row["wall_time"] = sum(s["wall_time"] for s in segs)
+        covered = sum(s["tasks"] for s in segs if "cached_prompt_tokens" in s)
+        if covered:  # the prefix-cache share, per task, of the segments that counted it
+            row["cached_in"] = sum(s.get("cached_prompt_tokens", 0) for s in segs) / covered
+        if prices is not None:
+            names = {s.get("model") for s in segs}
+            model = names.pop() if len(names) == 1 else None
+            cached = min(row.get("cached_in", 0.0), row["tokens_in"])
+            row["cost"] = prices.cost(row["tokens_in"], cached, row["tokens_out"], model)
         rows.append(row)
     return rows
 
@@ -370,16 +401,36 @@ def markdown_table(rows: Sequence[dict]) -> str:
     """The summary as a markdown table (tokens are means per task; resamplings, calls and time are the
     runs' totals)."""
     ks = sorted({k for row in rows for k in row if k.startswith("pass@")}, key=lambda k: int(k[5:]))
-    head = ["algorithm", "budget", "tasks", "accuracy", "majority@N", "weighted@N", "coverage", *ks]
-    head += ["resamplings", "tokens in", "tokens out", "engine calls", "wall s"]
+    head = [
+        "algorithm",
+        "budget",
+        "tasks",
+        "runs/task",
+        "accuracy",
+        "majority@N",
+        "weighted@N",
+        "coverage",
+        *ks,
+    ]
+    head += ["resamplings", "tokens in", "cached in", "tokens out", "engine calls", "wall s"]
+    priced = any("cost" in row for row in rows)
+    head += ["cost/task"] if priced else []
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for row in rows:
-        cells = [str(row["algorithm"]), str(row["budget"]), str(row["problems"])]
+        runs = f"{row['runs']:.2f}" if "runs" in row else ""
+        cells = [str(row["algorithm"]), str(row["budget"]), str(row["problems"]), runs]
         cells += [f"{row[k]:.3f}" for k in ("accuracy", "majority", "weighted_vote", "coverage")]
         cells += [f"{row[k]:.3f}" if k in row else "" for k in ks]
-        cells += [str(row.get("resamplings", "")), f"{row['tokens_in']:.0f}", f"{row['tokens_out']:.0f}"]
+        cached = f"{row['cached_in']:.0f}" if "cached_in" in row else ""
+        cells += [
+            str(row.get("resamplings", "")),
+            f"{row['tokens_in']:.0f}",
+            cached,
+            f"{row['tokens_out']:.0f}",
+        ]
         cells.append(str(row["engine_calls"]))
         cells.append(f"{row['wall_time']:.1f}")
+        cells += [f"{row['cost']:.6f}" if "cost" in row else ""] if priced else []
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -411,3 +462,94 @@ def plot(rows: Sequence[dict], path: Path, title: str = "") -> None:
         axes.set_title(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(str(path))
+
+
+def evaluate_policy(
+    program,
+    signature,
+    tasks: Sequence[Task],
+    policy: dict,
+    method_of: Callable[[str], Method],
+    out_path: Path,
+    *,
+    seed: int = 0,
+    source: str = "",
+    max_in_flight: int | None = None,
+) -> list[dict]:
+    """Apply a ``tts plan`` policy to ``tasks`` (``ppl.app.plan``): probe each task, then run
+    its arm; one ``"algorithm": "policy"`` line per task (resumes like ``evaluate``).
+
+    A task's tokens, calls and time are the probe's plus its arm's; ``"policy"`` in its line
+    gives the probe's agreement, the arm chosen and the probe's own tokens."""
+    from .plan import agreement, choose_arm
+
+    digest = program_digest(source)
+    existing = read_results(out_path)
+    for r in existing:
+        if r.get("kind") == "task" and (r.get("seed"), r.get("program")) != (seed, digest):
+            raise EvalError(
+                f"{out_path} holds results of another run (seed {r.get('seed')}, program {r.get('program')}); "
+                "resume with the same program and --seed, or write to another --out"
+            )
+    done = {r["id"] for r in existing if r.get("kind") == "task" and r.get("algorithm") == "policy"}
+    todo = [t for t in tasks if t.id not in done]
+    inputs = {task.id: program_inputs(task, signature) for task in tasks}
+    arms = {tuple(b["arm"]) for b in policy["bins"]}
+    for algorithm, budget in arms:  # every arm checked before anything runs
+        method_of(algorithm).at(int(budget))
+    if not todo:
+        return existing
+    started = time.perf_counter()
+    probe_method = Method.of("importance")
+    probe = probe_method.at(int(policy["probe"]))
+    probed = probe.run(program, [inputs[t.id] for t in todo], seed=seed, ids=[t.index for t in todo])
+    calls = probed.stats.total_calls() if probed.stats is not None else 0
+    plans = {}
+    for task, posterior in zip(todo, probed):
+        record = task_record(
+            task, probe_method, policy["probe"], posterior, seed=seed, program=digest, ks=[1]
+        )
+        value = agreement(record["samples"])
+        plans[task.id] = (value, choose_arm(policy, value), record)
+    with open(out_path, "a", encoding="utf-8") as out:
+        for algorithm, budget in sorted(arms):
+            mine = [t for t in todo if plans[t.id][1] == (algorithm, budget)]
+            if not mine:
+                continue
+            method = method_of(algorithm)
+            results = method.at(budget).run(
+                program,
+                [inputs[t.id] for t in mine],
+                seed=seed,
+                ids=[t.index for t in mine],
+                max_in_flight=max_in_flight,
+            )
+            calls += results.stats.total_calls() if results.stats is not None else 0
+            for task, posterior in zip(mine, results):
+                value, _, probe_record = plans[task.id]
+                record = task_record(task, method, budget, posterior, seed=seed, program=digest, ks=[1])
+                record.update(algorithm="policy", budget=0)
+                record["policy"] = {
+                    "agreement": value,
+                    "arm": [algorithm, budget],
+                    "probe_tokens_in": probe_record["tokens_in"],
+                    "probe_tokens_out": probe_record["tokens_out"],
+                }
+                for name in ("tokens_in", "tokens_out", "engine_calls"):
+                    record[name] += probe_record[name]
+                _append(out, record)
+        _append(
+            out,
+            {
+                "schema": SCHEMA,
+                "kind": "segment",
+                "algorithm": "policy",
+                "budget": 0,
+                "tasks": len(todo),
+                "engine_calls": calls,
+                "wall_time": round(time.perf_counter() - started, 4),
+                "seed": seed,
+                "program": digest,
+            },
+        )
+    return read_results(out_path)

@@ -50,9 +50,10 @@ def catalog() -> Catalog:
     return Catalog(ALGORITHMS, registry.backend_names(), registry.PRM_AGGREGATIONS, tuple(verifiers.CHECKERS))
 
 
-def check(source: str | bytes | Path, filename: str | None = None) -> Checked:
-    """Parse and check a .tts file or text against ``catalog()``; no model is loaded."""
-    return grammar.check(source, filename, catalog=catalog())
+def check(source: str | bytes | Path, filename: str | None = None, params: Mapping | None = None) -> Checked:
+    """Parse and check a .tts file or text against ``catalog()``; no model is loaded. ``params``
+    gives values to its ``param`` declarations."""
+    return grammar.check(source, filename, catalog=catalog(), params=params)
 
 
 def load(
@@ -62,6 +63,7 @@ def load(
     backend: str | None = None,
     models: Mapping[str, object] | None = None,
     options: Mapping[str, object] | None = None,
+    params: Mapping[str, object] | None = None,
 ) -> Module:
     """Check a .tts file or text, resolve its models and compile its programs.
 
@@ -69,9 +71,10 @@ def load(
     model uses its own ``backend = ...`` or "tabular". ``models`` maps ``use`` names to model
     objects to use instead of loading them (tests pass their own LMs this way). ``options``
     go to the backend (engine settings for vllm, ``servers`` for openai). Loading a model
-    starts no engine: engines start on their first request.
+    starts no engine: engines start on their first request. ``params`` gives values to the
+    file's ``param`` declarations (``tts search``).
     """
-    checked = check(source, filename)
+    checked = check(source, filename, params)
     resolved = resolve_models(checked, backend, models or {}, options or {})
     return grammar.compile(checked, resolved)
 

@@ -224,10 +224,18 @@ def trace_record(posterior: Posterior) -> dict:
     return {"particles": particles, "generations": generations}
 
 
+def _runs(diagnostics: dict) -> str:
+    """The runs a problem drew; for an adaptive interpreter, ``used/max``."""
+    extra = diagnostics.get("extra") or {}
+    if "budget" in extra and "max" in extra:
+        return f"{extra['budget']}/{extra['max']}"
+    return str(diagnostics["particles"])
+
+
 def summary_table(records: list[dict], wall_time: float, engine_calls: int) -> str:
     """A short table: one row per problem, then totals (engine calls are shared by the
     problems in flight, so the total is the run's, not the sum of the problems')."""
-    rows = [("id", "answer", "log Z", "ESS", "tokens out", "dead")]
+    rows = [("id", "answer", "log Z", "ESS", "runs", "tokens out", "dead")]
     for r in sorted(records, key=lambda r: r["id"]):
         d = r["diagnostics"]
         answer = json.dumps(r["answer"], ensure_ascii=False) if r["answer"] is not None else "(all dead)"
@@ -239,6 +247,7 @@ def summary_table(records: list[dict], wall_time: float, engine_calls: int) -> s
                 answer,
                 evidence,
                 f"{r['final_ess']:.1f}" if "final_ess" in r else "n/a",
+                _runs(d),
                 str(r["tokens_out"]),
                 f"{d['dead']}/{d['particles']}",
             )

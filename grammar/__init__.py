@@ -48,6 +48,7 @@ from pathlib import Path
 from ppl.program import Program
 
 from . import ast
+from . import params as _params
 from .catalog import Catalog
 from .checker import Checked, InferInfo
 from .checker import check as _check
@@ -113,10 +114,24 @@ def parse(source: str | Path, filename: str | None = None) -> ast.Module:
     return _parse(text, filename)
 
 
-def check(source: str | Path, filename: str | None = None, *, catalog: Catalog) -> Checked:
-    """Parse and check against ``catalog`` without loading any model; ``TtsError`` with every problem found."""
+def check(
+    source: str | Path,
+    filename: str | None = None,
+    *,
+    catalog: Catalog,
+    params: Mapping[str, object] | None = None,
+) -> Checked:
+    """Parse and check against ``catalog`` without loading any model; ``TtsError`` with every problem found.
+
+    ``params`` gives values to the file's ``param`` declarations (the others keep their
+    defaults); ``Checked.params`` is the file's ``ParamSpace`` (``grammar/params.py``)."""
     text, filename = read_source(source, filename)
-    return _check(_parse(text, filename), text, filename, catalog)
+    module, space, problems = _params.apply(_parse(text, filename), params)
+    if problems:
+        raise TtsError(problems, text)
+    checked = _check(module, text, filename, catalog)
+    checked.params = space
+    return checked
 
 
 def compile(checked: Checked, models: Mapping[str, object]) -> Module:

@@ -298,6 +298,20 @@ class Param:
 
 
 @dataclass(frozen=True)
+class ParamDecl:
+    """``param name = integer(...) | number(...) | choice(...)``: a tunable constant of the file.
+
+    ``start`` and ``end`` are its character offsets in the source, so that a value can be
+    written back into the file (``ppl.grammar.params.write``)."""
+
+    pos: Position
+    name: str
+    value: object
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
 class ProgramDecl:
     pos: Position
     name: str

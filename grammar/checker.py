@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ppl.settings import AlgorithmSpec, Setting
 
@@ -125,6 +126,7 @@ class Checked:
     # ``use a from "f.tts"``: each imported name → (the checked file that defines it, its name there)
     imports: dict[str, tuple[Checked, str]] = field(default_factory=dict, repr=False)
     sources: dict[str, str] = field(default_factory=dict, repr=False)  # every file read: name → text
+    params: Any = None  # the file's ParamSpace (grammar/params.py): its params and their values
 
 
 def check(
@@ -209,6 +211,8 @@ class _Checker:
                 self.error(decl.pos, f"'{decl.name}' is already defined at line {defined[decl.name].line}")
                 continue
             defined[decl.name] = decl.pos
+            if isinstance(decl, ast.ParamDecl):  # its uses were replaced by its value (params.py)
+                continue
             if isinstance(decl, ast.Use):
                 info = self.check_use(decl, globals_)
                 if info is not None:

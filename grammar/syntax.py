@@ -110,7 +110,7 @@ def _syntax_diagnostic(error: UnexpectedInput, source: str, filename: str) -> Di
     return Diagnostic(position, "unexpected end of the file")
 
 
-_DECLARATION_START = {"PROGRAM", "USE", "INFER", "$END"}
+_DECLARATION_START = {"PROGRAM", "USE", "PARAM", "INFER", "$END"}
 _LOOPS = ("for", "while")
 
 
@@ -283,6 +283,9 @@ class _Builder(Transformer_NonRecursive):
         return ast.Import(
             self._pos(meta), tuple((str(n), self._tok(n)) for n in names), text, self._tok(path)
         )
+    def param_decl(self, meta, children):
+        name, value = children
+        return ast.ParamDecl(self._pos(meta), str(name), value, meta.start_pos, meta.end_pos)
 
     def program_decl(self, meta, children):
         name, *params, returns, body = children

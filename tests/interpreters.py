@@ -50,6 +50,18 @@ INTERPRETERS = {
         True,
         [dict(particles=-1), dict(particles=2, resample="wild"), dict(particles=2, ess_threshold=2)],
     ),
+    "adaptive": Interpreter(
+        "adaptive",
+        {"particles": 6, "wave": 2, "threshold": 0.8},
+        {"particles": 4, "wave": 2},
+        False,
+        [
+            dict(particles=0),
+            dict(particles=4, wave=0),
+            dict(particles=4, threshold=2),
+            dict(particles=4, rule="mode"),
+        ],
+    ),
     "enumeration": Interpreter("enumerate", {}, None, True),  # the engine suite checks it refuses
     "beam": Interpreter(
         "beam", {"beams": 2, "expand": 2}, {"beams": 2, "expand": 2}, False, [dict(beams=0), dict(expand=1.5)]

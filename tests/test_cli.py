@@ -87,7 +87,17 @@ def test_run_every_example(path, tmp_path):
     result = json.loads(line)
     assert result["id"] == 0 and "diagnostics" in result and "log_evidence" in result
     assert result["diagnostics"]["particles"] == 8
-    assert done.stdout.splitlines()[0].split() == ["id", "answer", "log", "Z", "ESS", "tokens", "out", "dead"]
+    assert done.stdout.splitlines()[0].split() == [
+        "id",
+        "answer",
+        "log",
+        "Z",
+        "ESS",
+        "runs",
+        "tokens",
+        "out",
+        "dead",
+    ]
     assert "1 problem in" in done.stdout
 
 

@@ -173,7 +173,7 @@ def test_finish_outside_a_step():
 def test_unknown_algorithm():
     source = program('  return "a"', "infer f with anneal(width = 4)\n")
     assert only_message(source) == (
-        "f.tts:6:14: unknown algorithm 'anneal'; the algorithms are beam, best_of_n, dvts, enumerate, importance, mh, particle_gibbs, smc\n"
+        "f.tts:6:14: unknown algorithm 'anneal'; the algorithms are adaptive, beam, best_of_n, dvts, enumerate, importance, mh, particle_gibbs, smc\n"
         "    infer f with anneal(width = 4)\n"
         "                 ^"
     )
@@ -251,7 +251,7 @@ def test_python_cannot_be_reached(body, message):
 
 def test_python_statements_are_not_syntax():
     assert only_message("version 0.1\nimport os\n").splitlines()[0] == (
-        "f.tts:2:1: expected 'infer', 'program', 'use' or the end of the file, found the name 'import'"
+        "f.tts:2:1: expected 'infer', 'param', 'program', 'use' or the end of the file, found the name 'import'"
     )
     assert error_of(program('  exec("x")\n  return "a"')).messages == ["expected '+=', '=' or '~', found '('"]
 
@@ -282,7 +282,7 @@ def test_every_error_is_reported_at_once_before_any_model_is_loaded(monkeypatch)
         "score needs a number (a log weight), got a text",
         "finish is only allowed inside a step block",
         "unknown name 'y'",
-        "unknown algorithm 'anneal'; the algorithms are beam, best_of_n, dvts, enumerate, importance, mh, particle_gibbs, smc",
+        "unknown algorithm 'anneal'; the algorithms are adaptive, beam, best_of_n, dvts, enumerate, importance, mh, particle_gibbs, smc",
     ]
     assert [d.position.line for d in caught.value.diagnostics] == [3, 5, 6, 7, 8, 10]
 

@@ -1,0 +1,152 @@
+"""Cost accounting for run and eval summaries: tokens (prompt, cached prompt, generated),
+engine calls, wall time, and an optional money cost from a price table (``--prices FILE``).
+
+Per-problem records carry prompt and generated tokens (the scheduler counts them per
+problem); the prompt tokens the engine served from its prefix cache are known only per
+model (``Usage.cached_prompt_tokens``, counted by the vLLM and OpenAI-compatible backends),
+so a summary takes them as the change of the models' counters over the run.
+
+A price table is JSON, in money per million tokens, with optional per-model overrides::
+
+    {"prompt": 0.15, "cached_prompt": 0.075, "generated": 0.60,
+     "models": {"smollm2-135m-instruct": {"prompt": 0.01, "generated": 0.02}}}
+
+A cached prompt token is charged ``cached_prompt`` (default: the ``prompt`` price), the
+other prompt tokens ``prompt``.
+
+    >>> prices = Prices.parse({"prompt": 1.0, "cached_prompt": 0.5, "generated": 2.0})
+    >>> prices.cost(prompt=1_000_000, cached=400_000, generated=500_000)
+    1.8
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KINDS = ("prompt", "cached_prompt", "generated")
+
+
+class PricesError(ValueError):
+    """A price table that cannot be read, with the reason."""
+
+
+@dataclass(frozen=True)
+class Price:
+    prompt: float = 0.0
+    cached_prompt: float | None = None
+    generated: float = 0.0
+
+    def cost(self, prompt: int, cached: int, generated: int) -> float:
+        cached_price = self.prompt if self.cached_prompt is None else self.cached_prompt
+        return ((prompt - cached) * self.prompt + cached * cached_price + generated * self.generated) / 1e6
+
+
+def _price(table: Mapping, where: str, base: Price | None = None) -> Price:
+    unknown = [k for k in table if k not in (*KINDS, "models")]
+    if unknown:
+        raise PricesError(f"{where}: unknown price '{unknown[0]}'; the prices are {', '.join(KINDS)}")
+    values = {}
+    for kind in KINDS:
+        if kind in table:
+            value = table[kind]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise PricesError(
+                    f"{where}: {kind} must be a number >= 0 (money per million tokens), got {value!r}"
+                )
+            values[kind] = float(value)
+        elif base is not None:
+            values[kind] = getattr(base, kind)
+    return Price(**values)
+
+
+@dataclass(frozen=True)
+class Prices:
+    default: Price
+    models: Mapping[str, Price] = field(default_factory=dict)
+
+    @staticmethod
+    def parse(table) -> Prices:
+        if not isinstance(table, dict):
+            raise PricesError('a price table is a JSON object like {"prompt": 0.15, "generated": 0.6}')
+        default = _price(table, "prices")
+        models = table.get("models", {})
+        if not isinstance(models, dict):
+            raise PricesError("prices: models maps model names to their prices")
+        return Prices(default, {name: _price(t, f"prices of {name}", default) for name, t in models.items()})
+
+    @staticmethod
+    def read(path: Path) -> Prices:
+        try:
+            return Prices.parse(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError) as error:
+            raise PricesError(f"cannot read the prices {path}: {error}") from None
+
+    def for_model(self, name: str | None) -> Price:
+        return self.models.get(name, self.default) if name is not None else self.default
+
+    def cost(self, prompt: int, cached: int, generated: int, model: str | None = None) -> float:
+        return self.for_model(model).cost(prompt, cached, generated)
+
+
+def usage(models: Iterable) -> dict:
+    """Each distinct model's counters now: name → (prompt, cached prompt, generated, calls)."""
+    out = {}
+    for model in {id(m): m for m in models}.values():
+        counters = getattr(model, "usage", None)
+        if counters is None:
+            continue
+        name = str(getattr(model, "name", type(model).__name__))
+        previous = out.get(name, (0, 0, 0, 0))
+        now = (
+            counters.prompt_tokens,
+            counters.cached_prompt_tokens,
+            counters.generated_tokens,
+            counters.calls,
+        )
+        out[name] = tuple(a + b for a, b in zip(previous, now))
+    return out
+
+
+def since(before: dict, after: dict) -> dict:
+    """The counters' change per model between two ``usage`` readings."""
+    return {
+        name: tuple(a - b for a, b in zip(now, before.get(name, (0, 0, 0, 0)))) for name, now in after.items()
+    }
+
+
+def cached_tokens(delta: dict) -> int:
+    return sum(counters[1] for counters in delta.values())
+
+
+def run_cost(records: Iterable[dict], delta: dict, prices: Prices | None) -> float | None:
+    """The money cost of a run: its records' prompt and generated tokens, the models' cached share.
+
+    With one model (the usual case) its own price applies; with several, the records cannot say
+    which model each token went to, so the default price applies to the records' totals."""
+    if prices is None:
+        return None
+    records = list(records)
+    prompt = sum(r.get("tokens_in", 0) for r in records)
+    generated = sum(r.get("tokens_out", 0) for r in records)
+    cached = min(cached_tokens(delta), prompt)
+    model = next(iter(delta)) if len(delta) == 1 else None
+    return prices.cost(prompt, cached, generated, model)
+
+
+def summary_line(
+    records: Iterable[dict], delta: dict, wall_time: float, engine_calls: int, prices=None
+) -> str:
+    """One line of a run's costs: tokens (prompt, cached, generated), engine calls, wall time, cost."""
+    records = list(records)
+    prompt = sum(r.get("tokens_in", 0) for r in records)
+    generated = sum(r.get("tokens_out", 0) for r in records)
+    cached = min(cached_tokens(delta), prompt)
+    text = (
+        f"tokens: {prompt} prompt ({cached} from the prefix cache), {generated} generated; "
+        f"{engine_calls} engine calls; {wall_time:.2f} s"
+    )
+    cost = run_cost(records, delta, prices)
+    return text + (f"; cost {cost:.6f}" if cost is not None else "")
