@@ -283,6 +283,7 @@ class _Builder(Transformer_NonRecursive):
         return ast.Import(
             self._pos(meta), tuple((str(n), self._tok(n)) for n in names), text, self._tok(path)
         )
+
     def param_decl(self, meta, children):
         name, value = children
         return ast.ParamDecl(self._pos(meta), str(name), value, meta.start_pos, meta.end_pos)
