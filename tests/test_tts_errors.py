@@ -413,3 +413,26 @@ def test_python_constants_are_spelt_the_tts_way():
         "unknown name 'True': .tts writes `true`",
         "unknown name 'None': .tts writes no None (every value has a type)",
     ]
+
+
+# ---- constraints on gen -------------------------------------------------------------------------
+
+
+def test_a_malformed_regex_is_an_error_at_its_literal():
+    source = program('  s ~ lm.gen(lm.encode("a"), regex = "(a|b")\n  return s.text')
+    message = only_message(source)
+    assert message.startswith("f.tts:4:38: regex: bad regex: Regex parsing error at position 5")
+    assert message.endswith('      s ~ lm.gen(lm.encode("a"), regex = "(a|b")\n' + " " * 41 + "^")
+
+
+def test_a_malformed_grammar_or_schema_or_choice_is_an_error_at_its_literal():
+    grammar = only_message(program('  s ~ lm.gen(lm.encode("a"), grammar = "start: (")\n  return s.text'))
+    assert grammar.startswith("f.tts:4:40: grammar: bad grammar: Lark error at line 1, column")
+    schema = only_message(
+        program('  s ~ lm.gen(lm.encode("a"), json_schema = "{\\"type\\": 3")\n  return s.text')
+    )
+    assert schema.startswith("f.tts:4:44: json_schema: json_schema is not valid JSON")
+    choice = only_message(program('  s ~ lm.gen(lm.encode("a"), choice = ["a", ""])\n  return s.text'))
+    assert choice.startswith("f.tts:4:39: choice: choice needs at least one option, and no empty option")
+    both = only_message(program('  s ~ lm.gen(lm.encode("a"), regex = "a", choice = ["a"])\n  return s.text'))
+    assert both.startswith("f.tts:4:43: gen takes one constraint at a time, got regex and choice")
