@@ -144,6 +144,10 @@ class TabularLM:
         tempered = logits / temperature
         return truncate(tempered - logsumexp(tempered), top_k=top_k, top_p=top_p, min_p=min_p)
 
+    def check_request(self, request: GenRequest) -> str | None:
+        """Every request can be sampled exactly here: constraints, truncation, temperature."""
+        return None
+
     def masker(self) -> Masker:
         """Token masks of constraints over this vocabulary (built on first use)."""
         if "masker" not in self._shared:

@@ -129,6 +129,9 @@ def gen(
     # a proposal samples its own LM (masked by the constraint), untruncated: the truncated
     # target's support is then always covered
     proposed = request if proposal is None else replace(request, top_k=0, top_p=1.0, min_p=0.0)
+    problem = unsupported(proposal if proposal is not None else lm, proposed)
+    if problem:
+        raise ValueError(problem)
 
     def resolve(results):
         if not results:
@@ -156,6 +159,25 @@ def gen(
 
     args = {"lm": lm, "request": request, "proposal": proposal, "where": where}
     return apply_stack(Message("gen", args, resolve))
+
+
+def unsupported(model, request: GenRequest) -> str | None:
+    """Why ``model`` cannot sample ``request`` as its target says, or None. A backend says
+    so itself (``check_request``); one that does not is taken to have neither structured
+    outputs nor truncation, and a request that needs them is refused here, not sampled
+    from another distribution."""
+    check = getattr(model, "check_request", None)
+    if callable(check):
+        return check(request)
+    name = getattr(model, "name", type(model).__name__)
+    if request.constraint is not None:
+        return (
+            f"{name} has no structured outputs, so it cannot sample a constrained segment "
+            f"({request.constraint}); use the tabular or vLLM backend, or `condition` after sampling"
+        )
+    if request.truncated:
+        return f"{name} does not sample with top_k / top_p / min_p; leave them at 0 / 1 / 0"
+    return None
 
 
 def constraint_death(constraint: Constraint, segment: Segment) -> str | None:

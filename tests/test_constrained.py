@@ -137,6 +137,9 @@ class Unreported:
         self.lm, self.name, self.eos_token_id, self.usage = lm, lm.name, lm.eos_token_id, lm.usage
         self.scored = 0
 
+    def check_request(self, request):
+        return None
+
     def encode(self, text):
         return self.lm.encode(text)
 

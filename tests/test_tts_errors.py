@@ -136,7 +136,8 @@ def test_program_must_return():
 def test_unknown_keyword_argument():
     source = program('  s ~ lm.gen(lm.encode("a"), temp = 0.5)\n  return s.text')
     assert only_message(source) == (
-        "f.tts:4:30: lm.gen has no argument 'temp'; its arguments are context, stop, max_tokens, temperature, n\n"
+        "f.tts:4:30: lm.gen has no argument 'temp'; its arguments are context, stop, max_tokens, "
+        "temperature, n, top_k, top_p, min_p, regex, grammar, json_schema, choice\n"
         '      s ~ lm.gen(lm.encode("a"), temp = 0.5)\n'
         "                                 ^"
     )
