@@ -279,7 +279,8 @@ def test_every_error_is_reported_at_once_before_any_model_is_loaded(monkeypatch)
         load(source, filename="many.tts")
     assert caught.value.messages == [
         "judge has no argument 'strict'; its arguments are model, question",
-        "lm.gen has no argument 'temp'; its arguments are context, stop, max_tokens, temperature, n",
+        "lm.gen has no argument 'temp'; its arguments are context, stop, max_tokens, temperature, n, "
+        "top_k, top_p, min_p, regex, grammar, json_schema, choice",
         "score needs a number (a log weight), got a text",
         "finish is only allowed inside a step block",
         "unknown name 'y'",

@@ -128,7 +128,7 @@ def test_what_the_engine_cannot_weight_is_refused(default_lm):
     for settings, why in [({"temperature": 0.7}, "needs temperature 1"), ({"top_p": 0.9}, "top_k / top_p")]:
 
         @ppl.program
-        def program(lm):
+        def program(lm, settings=settings):
             return ppl.gen(lm, ctx, max_tokens=4, choice=["yes", "no"], **settings).text
 
         post = SMC(2).run(program, [(default_lm,)], seed=0)[0]
