@@ -10,8 +10,7 @@ the exact support of a generation request — which is what makes exact enumerat
 programs possible.
 
     >>> from ppl.backends.tabular import TabularLM
-    >>> from ppl.constraints import Masker, log_mass, truncate
-from ppl.interfaces import GenRequest
+    >>> from ppl.interfaces import GenRequest
     >>> lm = TabularLM.random([" the", " cat", " sat", "."], order=2, seed=0)
     >>> segment = lm.generate([GenRequest(lm.encode(" the"), max_tokens=5, stop=("."), seed=3)])[0][0]
     >>> segment.finish_reason in ("eos", "stop", "length"), segment.text == lm.decode(segment.token_ids)
