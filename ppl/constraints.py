@@ -39,7 +39,7 @@ def _xgrammar():
         import xgrammar
     except ImportError as error:  # pragma: no cover - xgrammar is a dependency
         raise ImportError(
-            "constrained generation needs xgrammar (`pip install xgrammar`; vLLM installs it)"
+            'constrained generation needs xgrammar: `pip install "ppl-tts[constrained]"` (vLLM installs it)'
         ) from error
     return xgrammar
 
