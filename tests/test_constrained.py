@@ -368,3 +368,33 @@ def test_json_constraint_outputs_parse():
         if particle.status == "finished":
             value = json.loads(particle.value)
             assert isinstance(value, list) and len(value) <= 2 and all(isinstance(v, int) for v in value)
+
+
+class Plain:
+    """A language model with neither structured outputs nor truncation (no ``check_request``)."""
+
+    name, eos_token_id = "plain", 3
+
+    def __init__(self, lm):
+        self.lm, self.usage = lm, lm.usage
+
+    def generate(self, requests):  # pragma: no cover - never reached: the site refuses first
+        raise AssertionError("a request this model cannot sample was sent to it")
+
+
+def test_a_backend_without_structured_outputs_is_refused_with_the_reason():
+    lm = lm_for(0)
+    plain = Plain(lm)
+
+    @ppl.program
+    def constrained(lm):
+        return ppl.gen(lm, (), max_tokens=2, regex="a+").text
+
+    @ppl.program
+    def truncated(lm):
+        return ppl.gen(lm, (), max_tokens=2, top_p=0.5).text
+
+    post = SMC(2).run(constrained, [(plain,)], seed=0)[0]
+    assert post.all_dead and all("plain has no structured outputs" in r for r in post.diagnostics.deaths)
+    post = SMC(2).run(truncated, [(plain,)], seed=0)[0]
+    assert post.all_dead and all("top_k / top_p / min_p" in r for r in post.diagnostics.deaths)
