@@ -398,3 +398,33 @@ def test_a_backend_without_structured_outputs_is_refused_with_the_reason():
     assert post.all_dead and all("plain has no structured outputs" in r for r in post.diagnostics.deaths)
     post = SMC(2).run(truncated, [(plain,)], seed=0)[0]
     assert post.all_dead and all("top_k / top_p / min_p" in r for r in post.diagnostics.deaths)
+
+
+@pytest.mark.parametrize("proposal", ["suffix", "independent"])
+def test_mh_with_a_constraint_leaves_the_conditioned_lm_invariant(proposal):
+    """MH's ratio is the sites' weights, and a constrained site's includes the allowed mass:
+    its exact one-step kernel leaves p · 1[L] / Z invariant (π from the unconstrained LM)."""
+    from test_mcmc import kernel, stationarity_error
+
+    lm = lm_for(14)
+
+    @ppl.program
+    def program(lm):
+        ctx = ()
+        for step in ppl.steps(max=2):
+            s = ppl.gen(lm, ctx, max_tokens=LENGTHS[step], regex=PATTERN)
+            ctx += s.token_ids
+        return ctx
+
+    states, pi, matrix = kernel(program, lm, proposal=proposal)
+    brute = {}  # p(first) p(second | first) over matching segments, from unconstrained supports
+    for first in lm.support(GenRequest((), LENGTHS[0])):
+        if re.fullmatch(PATTERN, first.text):
+            for second in lm.support(GenRequest(first.token_ids, LENGTHS[1])):
+                if re.fullmatch(PATTERN, second.text):
+                    brute[first.token_ids + second.token_ids] = first.logprob + second.logprob
+    log_z = np.logaddexp.reduce(list(brute.values()))
+    assert sorted(v for v, _, _ in states) == sorted(brute)
+    assert np.allclose(pi, [math.exp(brute[v] - log_z) for v, _, _ in states], atol=1e-10)
+    assert np.allclose(matrix.sum(axis=1), 1.0, atol=1e-10)
+    assert stationarity_error(pi, matrix) < 1e-10
