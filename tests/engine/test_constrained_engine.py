@@ -141,3 +141,19 @@ def test_what_the_engine_cannot_weight_is_refused(default_lm):
 
         post = SMC(2).run(program, [(default_lm,)], seed=0)[0]
         assert post.all_dead and all(why in reason for reason in post.diagnostics.deaths)
+
+
+def test_truncation_is_the_distribution_the_engine_reports(default_lm):
+    """top_k / top_p / min_p go to vLLM's sampler, whose processed log-probabilities include
+    them: with top_k = 1 every token has probability 1 under the truncated LM (log 0), while
+    the same tokens score below 0 under the untruncated LM; scoring under a truncation is
+    refused (prompt log-probabilities are untruncated)."""
+    prompt = default_lm.chat(user="Name a colour.")
+    request = GenRequest(prompt, 8, seed=0, top_k=1)
+    segment = default_lm.generate([request])[0][0]
+    assert all(abs(lp) < 1e-4 for lp in segment.token_logprobs), segment.token_logprobs
+    nucleus = default_lm.generate([GenRequest(prompt, 8, seed=0, top_p=0.5, min_p=0.05)])[0][0]
+    untruncated = default_lm.logprob([ScoreRequest(prompt, nucleus.token_ids, nucleus.eos)])[0]
+    assert nucleus.logprob >= untruncated - 0.05 * (len(nucleus) + 1)  # renormalised: never less likely
+    with pytest.raises(ValueError, match="untruncated LM only"):
+        default_lm.logprob([ScoreRequest(prompt, segment.token_ids, segment.eos, top_p=0.9)])
