@@ -144,6 +144,8 @@ def site_record(site: Site) -> dict:
         out["logprob"] = _log_weight(value.logprob)
         if args.get("proposal") is not None:
             out["proposal"] = _name(args["proposal"])
+        if getattr(request, "constraint", None) is not None:
+            out["constraint"] = str(request.constraint)  # the site's weight is the allowed mass
     elif site.kind == "reward":
         out.update(model=_name(args["model"]), value=_log_weight(value) if value is not None else None)
     elif site.kind == "select":

@@ -3,7 +3,8 @@
 The table maps a context — the last ``order`` tokens (fewer at the start of a sequence) —
 to logits over the vocabulary plus the end-of-sequence token (id ``len(vocab)``). It is a
 real LM behind the same interface as the vLLM backend (batched ``generate`` with stop
-strings, max tokens, temperature, seeds and ``n``; ``logprob`` of continuations and
+strings, max tokens, temperature, top-k/top-p/min-p, constraints (exact masks, with the
+allowed mass reported in ``Segment.allowed_logmass``), seeds and ``n``; ``logprob`` of continuations and
 ``next_token_logprobs``; a tokenizer; usage counters) and, being small, it can also list
 the exact support of a generation request — which is what makes exact enumeration of
 programs possible.
@@ -25,6 +26,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ppl.constraints import Masker, log_mass, truncate
 from ppl.interfaces import GenRequest, NextTokenRequest, RewardRequest, ScoreRequest, Segment, Usage
 from ppl.posterior import logsumexp
 from ppl.randomness import Randomness, SeededRandomness, categorical
@@ -66,6 +68,7 @@ class TabularLM:
                 raise ValueError(f"logits for context {context} must be finite or -inf, with one finite")
             self._table[tuple(int(t) for t in context)] = logits - logsumexp(logits)
         self._by_length = sorted(vocab, key=len, reverse=True)
+        self._shared: dict = {}  # the masker, shared with ``with_randomness`` twins
 
     @classmethod
     def random(
@@ -117,8 +120,17 @@ class TabularLM:
 
     # --- the model ----------------------------------------------------------------------
 
-    def next_logprobs(self, context: Sequence[int], temperature: float = 1.0) -> np.ndarray:
-        """Log-probabilities of the next token (EOS last) at ``temperature`` (0 = greedy)."""
+    def next_logprobs(
+        self,
+        context: Sequence[int],
+        temperature: float = 1.0,
+        *,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        min_p: float = 0.0,
+    ) -> np.ndarray:
+        """Log-probabilities of the next token (EOS last) at ``temperature`` (0 = greedy),
+        truncated by ``top_k`` / ``top_p`` / ``min_p`` as vLLM samples (``truncate``)."""
         key = tuple(context[max(0, len(context) - self.order) :]) if self.order else ()
         try:
             logits = self._table[key]
@@ -129,7 +141,33 @@ class TabularLM:
             greedy[int(np.argmax(logits))] = 0.0
             return greedy
         tempered = logits / temperature
-        return tempered - logsumexp(tempered)
+        return truncate(tempered - logsumexp(tempered), top_k=top_k, top_p=top_p, min_p=min_p)
+
+    def check_request(self, request: GenRequest) -> str | None:
+        """Every request can be sampled exactly here: constraints, truncation, temperature."""
+        return None
+
+    def masker(self) -> Masker:
+        """Token masks of constraints over this vocabulary (built on first use)."""
+        if "masker" not in self._shared:
+            self._shared["masker"] = Masker(self.vocab, self.eos_token_id)
+        return self._shared["masker"]
+
+    def _step(self, request: GenRequest, tokens: Sequence[int]) -> tuple[np.ndarray, float | None]:
+        """The distribution the next token is drawn from after ``tokens``, and for a
+        constrained request the log of the mass its mask allowed (the distribution is then
+        the LM restricted to the allowed tokens, renormalised; None when nothing is allowed)."""
+        logprobs = self.next_logprobs(
+            request.prompt + tuple(tokens), request.temperature, **request.sampling()
+        )
+        if request.constraint is None:
+            return logprobs, None
+        matcher = self.masker().matcher(request.constraint, tokens)
+        allowed = self.masker().allowed(matcher)
+        mass = log_mass(logprobs, allowed)
+        if mass == -math.inf:
+            return None, mass
+        return np.where(allowed, logprobs - mass, -np.inf), mass
 
     # --- tokenizer ----------------------------------------------------------------------
 
@@ -180,15 +218,20 @@ class TabularLM:
     def _sample(self, request: GenRequest, rng: Randomness) -> Segment:
         tokens: list[int] = []
         logprobs: list[float] = []
+        masses: list[float] = []
         while True:
-            next_logprobs = self.next_logprobs(request.prompt + tuple(tokens), request.temperature)
+            next_logprobs, mass = self._step(request, tokens)
+            if mass is not None:
+                masses.append(mass)
+            if next_logprobs is None:
+                return self._segment(tokens, "constraint", logprobs, masses, request)
             token = categorical(rng, next_logprobs)
             logprobs.append(float(next_logprobs[token]))
             finish = self._finish_reason(request, tokens, token)
             if token != self.eos_token_id:
                 tokens.append(token)
             if finish:
-                return self._segment(tokens, finish, logprobs)
+                return self._segment(tokens, finish, logprobs, masses, request)
 
     def _finish_reason(self, request: GenRequest, tokens: list[int], token: int) -> str | None:
         """Why generation ends after ``token`` is drawn (``tokens`` excludes it), or None."""
@@ -201,26 +244,35 @@ class TabularLM:
             return "length"
         return None
 
-    def _segment(self, tokens: list[int], finish: str, logprobs: list[float]) -> Segment:
-        return Segment(tuple(tokens), self.decode(tokens), finish, float(sum(logprobs)), tuple(logprobs))
+    def _segment(
+        self, tokens: list[int], finish: str, logprobs: list[float], masses: list[float], request: GenRequest
+    ) -> Segment:
+        allowed = float(sum(masses)) if request.constraint is not None else None
+        return Segment(
+            tuple(tokens), self.decode(tokens), finish, float(sum(logprobs)), tuple(logprobs), allowed
+        )
 
     def support(self, request: GenRequest) -> list[Segment]:
         """Every segment ``request`` can produce, each with its exact log-probability."""
         segments = []
 
-        def extend(tokens: list[int], logprobs: list[float]):
-            next_logprobs = self.next_logprobs(request.prompt + tuple(tokens), request.temperature)
+        def extend(tokens: list[int], logprobs: list[float], masses: list[float]):
+            next_logprobs, mass = self._step(request, tokens)
+            masses = masses if mass is None else masses + [mass]
+            if next_logprobs is None:
+                segments.append(self._segment(tokens, "constraint", logprobs, masses, request))
+                return
             for token in np.flatnonzero(np.isfinite(next_logprobs)):
                 token = int(token)
                 branch = logprobs + [float(next_logprobs[token])]
                 finish = self._finish_reason(request, tokens, token)
                 grown = tokens + [token] if token != self.eos_token_id else tokens
                 if finish:
-                    segments.append(self._segment(grown, finish, branch))
+                    segments.append(self._segment(grown, finish, branch, masses, request))
                 else:
-                    extend(grown, branch)
+                    extend(grown, branch, masses)
 
-        extend([], [])
+        extend([], [], [])
         return segments
 
     def logprob(self, requests: Sequence[ScoreRequest]) -> list[float]:
@@ -229,7 +281,7 @@ class TabularLM:
         for request in requests:
             context, total = tuple(request.prompt), 0.0
             for token in tuple(request.continuation) + ((self.eos_token_id,) if request.eos else ()):
-                total += float(self.next_logprobs(context, request.temperature)[token])
+                total += float(self.next_logprobs(context, request.temperature, **request.sampling())[token])
                 context += (token,)
             out.append(total)
             self.usage.requests += 1

@@ -10,6 +10,13 @@
   (temperature 0) have log-probability 0: a point mass.
 * ``logprob`` scores existing continuations with ``prompt_logprobs`` at temperature 1
   (the only temperature vLLM scores at). Such requests bypass the prefix cache.
+* Constraints (``GenRequest.constraint``) go to vLLM's structured outputs, on the xgrammar
+  backend (the masks the tabular backend uses); the sampler applies the grammar's bitmask to
+  the logits *before* it computes log-probabilities, so the reported ones are the masked
+  proposal's, and ``Segment.allowed_logmass`` is None: ``gen`` weighs the segment by one
+  scoring call (log p(x) − log q_masked(x), docs/design.md "Constrained generation").
+  Temperature 1 and no truncation only (``check_request`` says why). ``top_k`` / ``top_p`` /
+  ``min_p`` without a constraint are vLLM's own, and ``processed_logprobs`` include them.
 * ``next_token_logprobs`` reads the next token's log-probabilities at a few tokens (a
   judge's Yes and No) with **one** engine request per item: a one-token generation at
   temperature 1 with ``SamplingParams.logprob_token_ids``, whose first (only) generated
@@ -307,7 +314,32 @@ class VLLM(VLLMEngine):
         self._cached: dict[str, int] = {}  # ticket → its prompt tokens served from the prefix cache
 
     def engine_arguments(self) -> dict:
-        return {"logprobs_mode": "processed_logprobs"}
+        # xgrammar masks, as the tabular backend's (ppl.constraints): the same language for
+        # every constraint, whatever vLLM's "auto" would pick
+        return {"logprobs_mode": "processed_logprobs", "structured_outputs_config": {"backend": "xgrammar"}}
+
+    def check_request(self, r: GenRequest) -> str | None:
+        """Why this engine cannot sample ``r`` with exact weights, or None.
+
+        A constrained segment's correction is log p(x) from a scoring call (prompt
+        log-probabilities, which vLLM computes at temperature 1 and without truncation)
+        against the masked log-probabilities the sampler reports: so constraints go with
+        temperature 1 and no top-k/top-p/min-p (vLLM applies those *after* the grammar's
+        mask, to the masked distribution, which no scoring call can reproduce)."""
+        if r.constraint is None:
+            return None
+        if r.temperature != 1.0:
+            return (
+                f"{self.name}: a constrained gen on vLLM needs temperature 1 (got {r.temperature}): its "
+                "weight scores the segment with prompt log-probabilities, which vLLM computes at temperature 1"
+            )
+        if r.truncated:
+            return (
+                f"{self.name}: a constrained gen on vLLM cannot also take top_k / top_p / min_p: vLLM "
+                "truncates the masked distribution, and the exact weight of that is not computable "
+                "from what the engine returns"
+            )
+        return None
 
     # --- streaming: requests enter the engine one by one, answers leave as they finish ------
 
@@ -415,6 +447,14 @@ class VLLM(VLLMEngine):
 
     def _generation(self, r: GenRequest):
         vllm = _import_vllm()
+        problem = self.check_request(r)
+        if problem:
+            raise ValueError(problem)
+        extra = {}
+        if r.constraint is not None:
+            extra["structured_outputs"] = vllm.sampling_params.StructuredOutputsParams(
+                **r.constraint.structured_outputs()
+            )
         params = vllm.SamplingParams(
             n=r.n,
             temperature=r.temperature,
@@ -423,7 +463,11 @@ class VLLM(VLLMEngine):
             include_stop_str_in_output=True,
             seed=r.seed,
             logprobs=0,
+            top_k=r.top_k,
+            top_p=r.top_p,
+            min_p=r.min_p,
             output_kind=vllm.sampling_params.RequestOutputKind.FINAL_ONLY,
+            **extra,
         )
         return list(r.prompt), params
 
@@ -436,6 +480,11 @@ class VLLM(VLLMEngine):
         if not r.prompt:
             raise ValueError(
                 f"{self.name}: scoring needs a non-empty prompt (vLLM has no score for the first token)"
+            )
+        if r.truncated:
+            raise ValueError(
+                f"{self.name}: vLLM scores continuations under the untruncated LM only, not with "
+                "top_k / top_p / min_p"
             )
         ids = list(r.prompt) + list(r.continuation) + ([self.eos_token_id] if r.eos else [])
         params = vllm.SamplingParams(

@@ -160,7 +160,9 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
-def _gen(model, context, stop, max_tokens, temperature, n):
+def _gen(
+    model, context, stop, max_tokens, temperature, n, top_k, top_p, min_p, regex, grammar, json_schema, choice
+):
     stop = (stop,) if isinstance(stop, str) else tuple(stop)
     return ppl.gen(
         model,
@@ -169,7 +171,18 @@ def _gen(model, context, stop, max_tokens, temperature, n):
         max_tokens=as_count(max_tokens, "max_tokens"),
         temperature=float(temperature),
         n=None if n is None else as_count(n, "n"),
+        top_k=0 if top_k == 0 else as_count(top_k, "top_k"),
+        top_p=float(top_p),
+        min_p=float(min_p),
+        regex=regex,
+        grammar=grammar,
+        json_schema=json_schema,
+        choice=None if choice is None else tuple(choice),
     )
+
+
+# gen's constraints (at most one): the language its segment's text must be in
+CONSTRAINT_PARAMS = ("regex", "grammar", "json_schema", "choice")
 
 
 def _gen_result(bound: dict) -> Type:
@@ -397,11 +410,20 @@ MODEL_METHODS = MappingProxyType(
                 Param("max_tokens", _N, DEFAULT_MAX_TOKENS),
                 Param("temperature", _N, 1.0),
                 Param("n", _N, None),
+                Param("top_k", _N, 0),
+                Param("top_p", _N, 1.0),
+                Param("min_p", _N, 0.0),
+                Param("regex", (TEXT,), None),
+                Param("grammar", (TEXT,), None),
+                Param("json_schema", (TEXT,), None),
+                Param("choice", (list_of(TEXT),), None),
             ),
             SEGMENT,
             "choice",
             _gen,
-            "one LM segment after the context; with n = k, a list of k segments from one request",
+            "one LM segment after the context; with n = k, a list of k segments from one request; "
+            "top_k/top_p/min_p truncate the LM (part of the target); regex, grammar (Lark), "
+            "json_schema (JSON text) or choice: the LM conditioned on that language",
             _gen_result,
         ),
         "chat": Builtin(

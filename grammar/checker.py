@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ppl.constraints import Constraint
 from ppl.settings import AlgorithmSpec, Setting
 
 from . import ast
 from .builtins import (
     ANSWERS_FIELDS,
+    CONSTRAINT_PARAMS,
     DECLARATIONS,
     DISTRIBUTIONS,
     FUNCTIONS,
@@ -996,6 +998,8 @@ class _Checker:
                     f"the argument '{param.name}' of {shown} must be {describe(param.types)}, not {_a(t)}",
                 )
         self.calls[id(node)] = (builtin, bound)
+        if builtin.kind == "choice" and builtin.name == "gen":
+            self.check_constraints(bound)
         count = bound.get("n") if builtin.kind == "choice" else None
         if isinstance(count, ast.Argument) and isinstance(count.value, ast.Number):
             value = count.value.value
@@ -1004,6 +1008,29 @@ class _Checker:
                     count.value.pos, f"n (samples from one request) needs a whole number >= 1, got {value}"
                 )
         return builtin.result(bound) if builtin.result is not None else builtin.returns
+
+    def check_constraints(self, bound: dict) -> None:
+        """``gen``'s constraint: at most one; a literal regex, grammar, schema or choice list
+        that does not build is an error at its position (xgrammar's own message, which
+        places the fault inside the literal)."""
+        given = [bound[name] for name in CONSTRAINT_PARAMS if isinstance(bound.get(name), ast.Argument)]
+        if len(given) > 1:
+            names = " and ".join(arg.name or "?" for arg in given)
+            self.error(given[1].pos, f"gen takes one constraint at a time, got {names}")
+            return
+        for arg in given:
+            value = arg.value
+            if isinstance(value, ast.String):
+                literal = value.value
+            elif isinstance(value, ast.ListExpr) and all(isinstance(i, ast.String) for i in value.items):
+                literal = [i.value for i in value.items]
+            else:
+                continue  # computed at run time: checked when the site runs
+            name = arg.name or "constraint"
+            try:
+                Constraint.of(**{name: literal})
+            except (ValueError, TypeError) as error:
+                self.error(value.pos, f"{name}: {error}")
 
     def arguments(self, args, depth: int) -> None:
         """Check the arguments of a call that could not be bound, for their own errors."""

@@ -58,10 +58,13 @@ class Draw:
 
 @dataclass(frozen=True)
 class Done:
-    """The site is resolved: its value, and its log importance weight (target / proposal)."""
+    """The site is resolved: its value, and its log importance weight (target / proposal);
+    ``reason`` says why when that weight is zero (a constrained segment that cannot be
+    completed), and is what the particle's death records."""
 
     value: Any
     log_weight: float = 0.0
+    reason: str | None = None
 
 
 # --- messages and the stack ------------------------------------------------------------------
@@ -148,6 +151,8 @@ def resolve_site(msg: Message, answers: list, answer: Callable[[Need | Draw], An
         step = msg.resolve(answers)
         if isinstance(step, Done):
             msg.value, msg.log_weight, msg.done = step.value, step.log_weight, True
+            if step.reason is not None:
+                msg.args["reason"] = step.reason
             return
         if not isinstance(step, (Need, Draw)):
             raise TypeError(f"the resolver of a `{msg.kind}` site returned {step!r}: not Need, Draw or Done")
@@ -200,8 +205,8 @@ class Weigher:
             self.total += msg.log_weight
         weight = self.total + self.twist
         if weight == -math.inf:
-            if msg.kind == "condition" and msg.args.get("reason"):
-                return msg.args["reason"]
+            if msg.kind in ("condition", "gen") and msg.args.get("reason"):
+                return f"{_where(msg)}{msg.args['reason']}" if msg.kind == "gen" else msg.args["reason"]
             return f"{_where(msg)}{msg.kind} at site {position} gave weight zero"
         if math.isnan(weight) or weight == math.inf:
             return (

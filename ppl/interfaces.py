@@ -22,7 +22,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-FINISH_REASONS = ("eos", "stop", "length")
+# "constraint": the constraint admitted no token after the text so far (the mask let no
+# probability through): the segment has weight zero.
+FINISH_REASONS = ("eos", "stop", "length", "constraint")
 
 
 def _is_count(value) -> bool:
@@ -37,6 +39,13 @@ class GenRequest:
     the decoded continuation, or after ``max_tokens`` tokens. ``temperature == 0`` is
     greedy decoding. ``group`` names requests that share a prompt prefix (the scheduler sets
     it to the problem's id) so an engine with several servers can keep them together.
+
+    ``top_k`` / ``top_p`` / ``min_p`` truncate each next-token distribution as vLLM does
+    (``ppl.constraints.truncate``; 0, 1, 0 are off): they are part of the distribution
+    sampled. ``constraint`` (a ``ppl.constraints.Constraint``) restricts the tokens to those
+    after which the text can still be completed in its language: the segment is sampled
+    from that masked distribution, and the backend reports the mass the mask allowed in
+    ``Segment.allowed_logmass`` when it can.
     """
 
     prompt: tuple[int, ...]
@@ -46,6 +55,10 @@ class GenRequest:
     seed: int | None = None
     n: int = 1
     group: int | None = None
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    constraint: Any = None
 
     method: ClassVar[str] = "generate"
 
@@ -64,6 +77,16 @@ class GenRequest:
             raise ValueError(f"n must be at least 1 (a whole number), got {self.n!r}")
         if any(not s for s in self.stop):
             raise ValueError("stop strings must be non-empty")
+        check_sampling(self.top_k, self.top_p, self.min_p)
+
+    @property
+    def truncated(self) -> bool:
+        """Whether top-k, top-p or min-p changes the distribution."""
+        return self.top_k > 0 or self.top_p < 1.0 or self.min_p > 0.0
+
+    def sampling(self) -> dict:
+        """The truncation settings, as ``ppl.constraints.truncate`` takes them."""
+        return {"top_k": self.top_k, "top_p": self.top_p, "min_p": self.min_p}
 
     def parts(self) -> tuple[GenRequest, ...]:
         return (self,)
@@ -81,6 +104,19 @@ class GenRequest:
         return len(self.prompt), sum(len(s) + s.eos for s in answer)
 
 
+def check_sampling(top_k, top_p, min_p) -> None:
+    """Refuse truncation settings that define no distribution."""
+    if not _is_count(top_k) or top_k < 0:
+        raise ValueError(f"top_k must be a whole number >= 0 (0 is off), got {top_k!r}")
+    for name, value in (("top_p", top_p), ("min_p", min_p)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1] (1 is off), got {top_p!r}")
+    if not 0.0 <= min_p <= 1.0:
+        raise ValueError(f"min_p must be in [0, 1] (0 is off), got {min_p!r}")
+
+
 @dataclass(frozen=True)
 class Segment:
     """One generated LM segment: the value of a ``gen`` site.
@@ -90,6 +126,13 @@ class Segment:
     are). ``logprob`` is the log-probability of the whole segment — every token, plus the
     end-of-sequence token when ``finish_reason == "eos"`` — under the distribution that
     sampled it (the LM at the request's temperature).
+
+    For a constrained request, that distribution is the masked one, and
+    ``allowed_logmass`` is Σ over the sampled positions of log Σ_{v allowed} p(v | prefix)
+    under the unmasked distribution (temperature and truncation included): ``logprob +
+    allowed_logmass`` is the segment's log-probability under the LM itself. ``None`` when
+    the backend cannot say (vLLM: the site then scores the segment); ``-inf`` when the
+    mask let nothing through (``finish_reason == "constraint"``).
     """
 
     token_ids: tuple[int, ...]
@@ -97,6 +140,7 @@ class Segment:
     finish_reason: str
     logprob: float
     token_logprobs: tuple[float, ...] = ()
+    allowed_logmass: float | None = None
 
     @property
     def eos(self) -> bool:
@@ -116,8 +160,21 @@ class ScoreRequest:
     eos: bool = False
     temperature: float = 1.0
     group: int | None = None
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
 
     method: ClassVar[str] = "logprob"
+
+    def __post_init__(self):
+        check_sampling(self.top_k, self.top_p, self.min_p)
+
+    @property
+    def truncated(self) -> bool:
+        return self.top_k > 0 or self.top_p < 1.0 or self.min_p > 0.0
+
+    def sampling(self) -> dict:
+        return {"top_k": self.top_k, "top_p": self.top_p, "min_p": self.min_p}
 
     def parts(self) -> tuple[ScoreRequest, ...]:
         return (self,)

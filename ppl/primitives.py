@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from .constraints import Constraint
 from .handlers import Done, Draw, Message, Need, apply_stack
 from .interfaces import GenRequest, RewardRequest, ScoreBatch, ScoreRequest, Segment, ToolRequest
 
@@ -74,6 +76,14 @@ def gen(
     temperature: float = 1.0,
     proposal=None,
     n: int | None = None,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
+    regex: str | None = None,
+    grammar: str | None = None,
+    json_schema: dict | str | None = None,
+    choice: Sequence[str] | None = None,
+    where: str | None = None,
 ) -> Segment | tuple[Segment, ...]:
     """Generate one LM segment after ``context`` (token ids): a random choice.
 
@@ -86,34 +96,100 @@ def gen(
     request (``GenRequest.n``: vLLM's ``SamplingParams(n=...)``), returned as a tuple; its
     factor in the target is the product of the segments' probabilities, and with a proposal
     its weight is the product of their ratios (one scoring call for all of them).
+
+    ``top_k``, ``top_p`` and ``min_p`` truncate every next-token distribution (as vLLM
+    does: temperature, min-p, top-k, then top-p; 0, 1, 0 are off): the truncated LM *is*
+    this site's distribution, so it is what the target contains.
+
+    A constraint — ``regex``, ``grammar`` (Lark syntax, or GBNF with ``::=``),
+    ``json_schema`` (a dict or its JSON text) or ``choice`` (a list of texts), at most one —
+    makes the factor ``p(x | context) · 1[x.text ∈ L]``: the LM conditioned on the
+    language, not the engine's locally renormalised masked distribution. The segment is
+    proposed from the masked distribution and weighted by the probability mass the mask
+    allowed at each token (exactly, from the backend's ``Segment.allowed_logmass``, or from
+    a scoring call to ``lm`` when the engine cannot report it). A segment that ends (stop
+    string, ``max_tokens``) before its text is in L, or after a prefix that no token can
+    extend, has weight zero and its particle dies with that reason.
     """
     stop = (stop,) if isinstance(stop, str) else tuple(stop)
     many = n is not None
+    constraint = Constraint.of(regex=regex, grammar=grammar, json_schema=json_schema, choice=choice)
     request = GenRequest(
         prompt=_token_ids(context, "gen"),
         max_tokens=_count(max_tokens),
         stop=stop,
         temperature=temperature,
         n=_count(n) if many else 1,
+        top_k=_count(top_k),
+        top_p=top_p,
+        min_p=min_p,
+        constraint=constraint,
     )
+
+    # a proposal samples its own LM (masked by the constraint), untruncated: the truncated
+    # target's support is then always covered
+    proposed = request if proposal is None else replace(request, top_k=0, top_p=1.0, min_p=0.0)
+    problem = unsupported(proposal if proposal is not None else lm, proposed)
+    if problem:
+        raise ValueError(problem)
 
     def resolve(results):
         if not results:
-            return Need(proposal if proposal is not None else lm, request)
+            return Need(proposal if proposal is not None else lm, proposed)
         segments = results[0] if request.n > 1 else (results[0],)
         value = segments if many else segments[0]
+        if constraint is not None:
+            for s in segments:
+                reason = constraint_death(constraint, s)
+                if reason is not None:
+                    return Done(value, -math.inf, reason)
         if proposal is None:
-            return Done(value, 0.0)
+            if constraint is None:
+                return Done(value, 0.0)
+            if all(s.allowed_logmass is not None for s in segments):
+                return Done(value, float(sum(s.allowed_logmass for s in segments)))
         if len(results) == 1:
             scores = tuple(
-                ScoreRequest(request.prompt, s.token_ids, s.eos, request.temperature) for s in segments
+                ScoreRequest(request.prompt, s.token_ids, s.eos, request.temperature, **request.sampling())
+                for s in segments
             )
             return Need(lm, ScoreBatch(scores) if many else scores[0])
         targets = results[1] if many else (results[1],)
         return Done(value, segments_log_weight(targets, segments))
 
-    args = {"lm": lm, "request": request, "proposal": proposal}
+    args = {"lm": lm, "request": request, "proposal": proposal, "where": where}
     return apply_stack(Message("gen", args, resolve))
+
+
+def unsupported(model, request: GenRequest) -> str | None:
+    """Why ``model`` cannot sample ``request`` as its target says, or None. A backend says
+    so itself (``check_request``); one that does not is taken to have neither structured
+    outputs nor truncation, and a request that needs them is refused here, not sampled
+    from another distribution."""
+    check = getattr(model, "check_request", None)
+    if callable(check):
+        return check(request)
+    name = getattr(model, "name", type(model).__name__)
+    if request.constraint is not None:
+        return (
+            f"{name} has no structured outputs, so it cannot sample a constrained segment "
+            f"({request.constraint}); use the tabular or vLLM backend, or `condition` after sampling"
+        )
+    if request.truncated:
+        return f"{name} does not sample with top_k / top_p / min_p; leave them at 0 / 1 / 0"
+    return None
+
+
+def constraint_death(constraint: Constraint, segment: Segment) -> str | None:
+    """Why a constrained segment has weight zero, or None: the mask let nothing through
+    after its text, or it ended (a stop string, ``max_tokens``) before its text was in the
+    language. A segment that ended with end-of-sequence was allowed to by the mask."""
+    if segment.finish_reason == "constraint" or segment.allowed_logmass == -math.inf:
+        return f"gen: the {constraint} admits no next token after {segment.text!r}"
+    if segment.finish_reason != "eos" and not constraint.accepts(segment.text):
+        why = "max_tokens" if segment.finish_reason == "length" else "a stop string"
+        return f"gen: the segment {segment.text!r} ended at {why} before it matched the {constraint}"
+    return None
 
 
 def segments_log_weight(targets: Sequence[float], segments: Sequence[Segment]) -> float:

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.tts"))
 INPUTS = {
     "constrained_generation": None,
+    "constrained_regex": None,
     "reward_tilted": "1.5",
     "particle_filter": "What is 7 * 6?",
     "prm_particle_filter": "What is 3 + 4?",

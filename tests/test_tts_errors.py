@@ -136,7 +136,8 @@ def test_program_must_return():
 def test_unknown_keyword_argument():
     source = program('  s ~ lm.gen(lm.encode("a"), temp = 0.5)\n  return s.text')
     assert only_message(source) == (
-        "f.tts:4:30: lm.gen has no argument 'temp'; its arguments are context, stop, max_tokens, temperature, n\n"
+        "f.tts:4:30: lm.gen has no argument 'temp'; its arguments are context, stop, max_tokens, "
+        "temperature, n, top_k, top_p, min_p, regex, grammar, json_schema, choice\n"
         '      s ~ lm.gen(lm.encode("a"), temp = 0.5)\n'
         "                                 ^"
     )
@@ -278,7 +279,8 @@ def test_every_error_is_reported_at_once_before_any_model_is_loaded(monkeypatch)
         load(source, filename="many.tts")
     assert caught.value.messages == [
         "judge has no argument 'strict'; its arguments are model, question",
-        "lm.gen has no argument 'temp'; its arguments are context, stop, max_tokens, temperature, n",
+        "lm.gen has no argument 'temp'; its arguments are context, stop, max_tokens, temperature, n, "
+        "top_k, top_p, min_p, regex, grammar, json_schema, choice",
         "score needs a number (a log weight), got a text",
         "finish is only allowed inside a step block",
         "unknown name 'y'",
@@ -413,3 +415,26 @@ def test_python_constants_are_spelt_the_tts_way():
         "unknown name 'True': .tts writes `true`",
         "unknown name 'None': .tts writes no None (every value has a type)",
     ]
+
+
+# ---- constraints on gen -------------------------------------------------------------------------
+
+
+def test_a_malformed_regex_is_an_error_at_its_literal():
+    source = program('  s ~ lm.gen(lm.encode("a"), regex = "(a|b")\n  return s.text')
+    message = only_message(source)
+    assert message.startswith("f.tts:4:38: regex: bad regex: Regex parsing error at position 5")
+    assert message.endswith('      s ~ lm.gen(lm.encode("a"), regex = "(a|b")\n' + " " * 41 + "^")
+
+
+def test_a_malformed_grammar_or_schema_or_choice_is_an_error_at_its_literal():
+    grammar = only_message(program('  s ~ lm.gen(lm.encode("a"), grammar = "start: (")\n  return s.text'))
+    assert grammar.startswith("f.tts:4:40: grammar: bad grammar: Lark error at line 1, column")
+    schema = only_message(
+        program('  s ~ lm.gen(lm.encode("a"), json_schema = "{\\"type\\": 3")\n  return s.text')
+    )
+    assert schema.startswith("f.tts:4:44: json_schema: json_schema is not valid JSON")
+    choice = only_message(program('  s ~ lm.gen(lm.encode("a"), choice = ["a", ""])\n  return s.text'))
+    assert choice.startswith("f.tts:4:39: choice: choice needs at least one option, and no empty option")
+    both = only_message(program('  s ~ lm.gen(lm.encode("a"), regex = "a", choice = ["a"])\n  return s.text'))
+    assert both.startswith("f.tts:4:43: gen takes one constraint at a time, got regex and choice")

@@ -61,6 +61,18 @@ def test_constrained_generation_twins(seed, algorithm):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("algorithm", [SMC(32, resample="systematic"), ImportanceSampling(16)], ids=repr)
+def test_constrained_regex_twins(seed, algorithm):
+    twin = python_example("constrained_regex.py")
+    module = load(EXAMPLES / "constrained_regex.tts")
+    python = algorithm.run(twin["cat_sentence"], [(twin["LM"],)], seed=seed)
+    tts = algorithm.run(module.programs["cat_sentence"], [()], seed=seed)
+    assert_identical(python, tts)
+    exact = enumerate_program(twin["cat_sentence"], (twin["LM"],))
+    assert python[0].log_evidence == pytest.approx(exact.log_evidence, abs=0.5)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize(
     "algorithm", [SMC(32, resample="systematic", ess_threshold=0.5), ImportanceSampling(16)], ids=repr
 )
