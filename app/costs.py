@@ -1,10 +1,10 @@
 """Cost accounting for run and eval summaries: tokens (prompt, cached prompt, generated),
 engine calls, wall time, and an optional money cost from a price table (``--prices FILE``).
 
-Per-problem records carry prompt and generated tokens (the scheduler counts them per
-problem); the prompt tokens the engine served from its prefix cache are known only per
-model (``Usage.cached_prompt_tokens``, counted by the vLLM and OpenAI-compatible backends),
-so a summary takes them as the change of the models' counters over the run.
+Per-problem records carry prompt, generated and streamed requests' cached prompt tokens
+(``tokens_cached``: the scheduler counts them per problem). A summary takes the cached share
+from the models' own counters over the run (``Usage.cached_prompt_tokens``, counted by the
+vLLM and OpenAI-compatible backends), which also see the requests a synchronous call made.
 
 A price table is JSON, in money per million tokens, with optional per-model overrides::
 
