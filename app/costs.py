@@ -26,6 +26,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 KINDS = ("prompt", "cached_prompt", "generated")
 
 
@@ -150,3 +152,50 @@ def summary_line(
     )
     cost = run_cost(records, delta, prices)
     return text + (f"; cost {cost:.6f}" if cost is not None else "")
+
+
+@dataclass(frozen=True)
+class EngineTimes:
+    """A per-token cost model of the engine, fitted from an eval's own timings: seconds per
+    uncached prompt token, per generated token and per engine call, by non-negative least
+    squares over the (interpreter, budget) rows' totals. Its prediction for a row is the
+    *idealised runtime*: what the row's work costs on this engine, free of what else the
+    machine was doing while it ran (the approach of "Cheaply evaluating inference efficiency
+    metrics": cost from token counts and a fitted hardware model, not from noisy wall time).
+
+    >>> times = EngineTimes.fit([(100, 10, 1, 0.25), (200, 10, 1, 0.35), (100, 30, 2, 0.5)])
+    >>> [round(x, 6) for x in (times.prompt, times.generated, times.call)]
+    [0.001, 0.01, 0.05]
+    """
+
+    prompt: float
+    generated: float
+    call: float
+
+    @staticmethod
+    def fit(samples) -> EngineTimes | None:
+        """From ``(uncached prompt tokens, generated tokens, engine calls, seconds)`` per row;
+        None with fewer than three rows (three unknowns) or no work to fit."""
+        samples = [s for s in samples if s[3] > 0]
+        if len(samples) < 3:
+            return None
+        from scipy.optimize import nnls  # scipy comes with jax
+
+        work = np.array([s[:3] for s in samples], dtype=float)
+        seconds = np.array([s[3] for s in samples], dtype=float)
+        if not work.any():
+            return None
+        scale = work.max(axis=0)
+        scale[scale == 0] = 1.0  # columns of very different size (tokens against calls)
+        coefficients, _ = nnls(work / scale, seconds)
+        return EngineTimes(*(float(c) for c in coefficients / scale))
+
+    def seconds(self, prompt: float, generated: float, calls: float) -> float:
+        return self.prompt * prompt + self.generated * generated + self.call * calls
+
+    def describe(self) -> str:
+        return (
+            f"engine cost model (fitted to these rows' wall times): {1e3 * self.prompt:.3f} ms per "
+            f"uncached prompt token, {1e3 * self.generated:.3f} ms per generated token, "
+            f"{1e3 * self.call:.1f} ms per engine call; `ideal s` is its prediction"
+        )

@@ -394,7 +394,22 @@ def summarise(records: Sequence[dict], prices=None) -> list[dict]:
             cached = min(row.get("cached_in", 0.0), row["tokens_in"])
             row["cost"] = prices.cost(row["tokens_in"], cached, row["tokens_out"], model)
         rows.append(row)
+    times = engine_times(rows)
+    for row in rows if times is not None else ():
+        row["ideal_time"] = times.seconds(*_work(row))
     return rows
+
+
+def _work(row: dict) -> tuple[float, float, float]:
+    """A row's totals: uncached prompt tokens, generated tokens, engine calls."""
+    n = row["problems"]
+    cached = min(row.get("cached_in", 0.0), row["tokens_in"])
+    return (row["tokens_in"] - cached) * n, row["tokens_out"] * n, row["engine_calls"]
+
+
+def engine_times(rows: Sequence[dict]) -> costs.EngineTimes | None:
+    """The engine cost model fitted to the rows' wall times (``costs.EngineTimes``)."""
+    return costs.EngineTimes.fit([(*_work(r), r["wall_time"]) for r in rows])
 
 
 def markdown_table(rows: Sequence[dict]) -> str:
@@ -413,6 +428,8 @@ def markdown_table(rows: Sequence[dict]) -> str:
         *ks,
     ]
     head += ["resamplings", "tokens in", "cached in", "tokens out", "engine calls", "wall s"]
+    ideal = any("ideal_time" in row for row in rows)
+    head += ["ideal s"] if ideal else []
     priced = any("cost" in row for row in rows)
     head += ["cost/task"] if priced else []
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
@@ -430,9 +447,11 @@ def markdown_table(rows: Sequence[dict]) -> str:
         ]
         cells.append(str(row["engine_calls"]))
         cells.append(f"{row['wall_time']:.1f}")
+        cells += [f"{row['ideal_time']:.1f}" if "ideal_time" in row else ""] if ideal else []
         cells += [f"{row['cost']:.6f}" if "cost" in row else ""] if priced else []
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    times = engine_times(rows) if ideal else None
+    return "\n".join(lines) + (f"\n\n{times.describe()}" if times is not None else "")
 
 
 def plot(rows: Sequence[dict], path: Path, title: str = "") -> None:

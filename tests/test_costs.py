@@ -107,3 +107,42 @@ def test_run_and_eval_summaries_report_tokens_calls_time_and_cost(tmp_path, caps
         cells["cached in"] == "0" and cells["cost/task"] == f"{(tokens_in * 2 + tokens_out * 10) / 1e6:.6f}"
     )
     assert float(cells["runs/task"]) == pytest.approx(sum(t["diagnostics"]["particles"] for t in tasks) / 3)
+
+
+def _eval_records(rows: list[tuple[str, int, int, int, int, int, int]]) -> list[dict]:
+    """Task and segment lines of ``tts eval``: per row (algorithm, budget, tasks, prompt, cached,
+    generated tokens per task, engine calls), with a wall time from a known engine cost model."""
+    records = []
+    for algorithm, budget, tasks, prompt, cached, generated, calls in rows:
+        metrics = {"best": True, "majority": True, "weighted_vote": False, "covered": True}
+        for i in range(tasks):
+            records.append({"kind": "task", "algorithm": algorithm, "budget": budget, "id": str(i),
+                            "metrics": metrics, "tokens_in": prompt, "tokens_out": generated})  # fmt: skip
+        wall = 0.002 * (prompt - cached) * tasks + 0.03 * generated * tasks + 0.5 * calls
+        records.append({"kind": "segment", "algorithm": algorithm, "budget": budget, "tasks": tasks,
+                        "cached_prompt_tokens": cached * tasks, "engine_calls": calls, "wall_time": wall})  # fmt: skip
+    return records
+
+
+def test_the_engine_cost_model_is_fitted_from_the_rows_and_predicts_their_ideal_runtime():
+    from ppl.app import evaluate
+
+    records = _eval_records([
+        ("best_of_n", 1, 4, 100, 0, 10, 2), ("best_of_n", 4, 4, 400, 200, 40, 3),
+        ("smc", 4, 4, 500, 300, 45, 9), ("smc", 8, 4, 900, 100, 90, 12),
+    ])  # fmt: skip
+    rows = evaluate.summarise(records)
+    times = evaluate.engine_times(rows)
+    assert (times.prompt, times.generated, times.call) == pytest.approx((0.002, 0.03, 0.5), rel=1e-6)
+    for row in rows:  # the records' wall times follow the model exactly, so ideal = measured
+        assert row["ideal_time"] == pytest.approx(row["wall_time"], rel=1e-6)
+    table = evaluate.markdown_table(rows)
+    assert "| ideal s |" in table and "2.000 ms per uncached prompt token" in table
+    # cached prompt tokens cost nothing in the model: counting them would misfit these rows
+    wrong = costs.EngineTimes.fit(
+        [(r["tokens_in"] * 4, r["tokens_out"] * 4, r["engine_calls"], r["wall_time"]) for r in rows]
+    )
+    assert abs(wrong.prompt - 0.002) > 1e-4
+    # three unknowns: fewer than three rows fit nothing, and the table has no ideal column
+    few = evaluate.summarise(records[: 2 * 5])
+    assert evaluate.engine_times(few) is None and "ideal s" not in evaluate.markdown_table(few)
