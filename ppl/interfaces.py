@@ -31,8 +31,21 @@ def _is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+class Truncation:
+    """What a request's ``top_k``, ``top_p`` and ``min_p`` fields do to its distribution."""
+
+    @property
+    def truncated(self) -> bool:
+        """Whether top-k, top-p or min-p changes the distribution."""
+        return self.top_k > 0 or self.top_p < 1.0 or self.min_p > 0.0
+
+    def sampling(self) -> dict:
+        """The truncation settings, as ``ppl.constraints.truncate`` takes them."""
+        return {"top_k": self.top_k, "top_p": self.top_p, "min_p": self.min_p}
+
+
 @dataclass(frozen=True)
-class GenRequest:
+class GenRequest(Truncation):
     """Sample ``n`` continuations of ``prompt`` (token ids).
 
     Generation stops at the end-of-sequence token, after the first stop string appears in
@@ -78,15 +91,6 @@ class GenRequest:
         if any(not s for s in self.stop):
             raise ValueError("stop strings must be non-empty")
         check_sampling(self.top_k, self.top_p, self.min_p)
-
-    @property
-    def truncated(self) -> bool:
-        """Whether top-k, top-p or min-p changes the distribution."""
-        return self.top_k > 0 or self.top_p < 1.0 or self.min_p > 0.0
-
-    def sampling(self) -> dict:
-        """The truncation settings, as ``ppl.constraints.truncate`` takes them."""
-        return {"top_k": self.top_k, "top_p": self.top_p, "min_p": self.min_p}
 
     def parts(self) -> tuple[GenRequest, ...]:
         return (self,)
@@ -152,7 +156,7 @@ class Segment:
 
 
 @dataclass(frozen=True)
-class ScoreRequest:
+class ScoreRequest(Truncation):
     """Log-probability of ``continuation`` after ``prompt`` (plus end-of-sequence if ``eos``)."""
 
     prompt: tuple[int, ...]
@@ -168,13 +172,6 @@ class ScoreRequest:
 
     def __post_init__(self):
         check_sampling(self.top_k, self.top_p, self.min_p)
-
-    @property
-    def truncated(self) -> bool:
-        return self.top_k > 0 or self.top_p < 1.0 or self.min_p > 0.0
-
-    def sampling(self) -> dict:
-        return {"top_k": self.top_k, "top_p": self.top_p, "min_p": self.min_p}
 
     def parts(self) -> tuple[ScoreRequest, ...]:
         return (self,)
