@@ -82,8 +82,13 @@ def chat_ids(tokenizer, question: str) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=False)
 
 
-def run_genlm(llm, questions, particles: int, max_tokens: int, ess_threshold: float, seed: int) -> dict:
-    """One genlm-control SMC per question, in turn; the same figures as ``constrained.run``."""
+def run_genlm(
+    llm, questions, particles: int, max_tokens: int, ess_threshold: float, seed: int, concurrent: bool = False
+) -> dict:
+    """One genlm-control SMC per question — in turn, or all at once as asyncio tasks
+    (``concurrent``: genlm's auto-batching then batches the questions' particles together, as
+    ppl's SMC batches its problems; the prompt is a per-task context variable) — with the
+    same figures as ``constrained.run``."""
     from genlm.control import AWRS, BoolFSA
     from genlm.control.constant import EndOfSequence
 
@@ -91,14 +96,14 @@ def run_genlm(llm, questions, particles: int, max_tokens: int, ess_threshold: fl
     condition = BoolFSA.from_regex(PATTERN).coerce(llm, f=b"".join)
     sampler = AWRS(llm, condition, seed=seed)
 
+    async def one(question: str):
+        llm.prompt_ids = chat_ids(llm.model.tokenizer, question)
+        return await sampler.smc(n_particles=particles, ess_threshold=ess_threshold, max_tokens=max_tokens)
+
     async def all_questions():
-        out = []
-        for question in questions:
-            llm.prompt_ids = chat_ids(llm.model.tokenizer, question)
-            out.append(
-                await sampler.smc(n_particles=particles, ess_threshold=ess_threshold, max_tokens=max_tokens)
-            )
-        return out
+        if concurrent:
+            return await asyncio.gather(*(one(q) for q in questions))
+        return [await one(q) for q in questions]
 
     started = time.perf_counter()
     results = asyncio.run(all_questions())
@@ -146,14 +151,23 @@ def main() -> None:
     run_ppl(lm, constrained, questions[:1], 2, args.max_tokens, seed=99)
     run_genlm(llm, questions[:1], 2, args.max_tokens, args.ess_threshold, seed=99)
 
-    rows: dict[str, list[dict]] = {"ppl_vllm": [], "genlm_hf": []}
+    # genlm in turn per question, and all questions at once (as ppl's SMC runs its problems)
+    genlm_modes = {"genlm_hf": False, "genlm_hf_concurrent": True}
+    rows: dict[str, list[dict]] = {"ppl_vllm": [], **{name: [] for name in genlm_modes}}
     for repeat in range(args.repeats):
+        load = os.getloadavg()[0]
         rows["ppl_vllm"].append(
             run_ppl(lm, constrained, questions, args.particles, args.max_tokens, seed=repeat)
+            | {"load_average_before": round(load, 2)}
         )
-        rows["genlm_hf"].append(
-            run_genlm(llm, questions, args.particles, args.max_tokens, args.ess_threshold, seed=repeat)
-        )
+        for name, concurrent in genlm_modes.items():
+            load = os.getloadavg()[0]
+            rows[name].append(
+                run_genlm(
+                    llm, questions, args.particles, args.max_tokens, args.ess_threshold, repeat, concurrent
+                )
+                | {"load_average_before": round(load, 2)}
+            )
         print(json.dumps({name: runs[-1] for name, runs in rows.items()}), flush=True)
 
     keys = ("wall_time", "valid_outputs", "valid_per_second", "problems_with_a_valid_answer")
@@ -171,9 +185,9 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "runs": rows,
         "mean": mean,
-        "wall_time_ratio_ppl_over_genlm": round(
-            mean["ppl_vllm"]["wall_time"] / mean["genlm_hf"]["wall_time"], 2
-        ),
+        "wall_time_ratio_ppl_over_genlm": {
+            name: round(mean["ppl_vllm"]["wall_time"] / mean[name]["wall_time"], 2) for name in genlm_modes
+        },
     }
     text = json.dumps(summary, indent=2)
     print(text)
