@@ -86,9 +86,14 @@ def run_genlm(
     llm, questions, particles: int, max_tokens: int, ess_threshold: float, seed: int, concurrent: bool = False
 ) -> dict:
     """One genlm-control SMC per question — in turn, or all at once as asyncio tasks
-    (``concurrent``: genlm's auto-batching then batches the questions' particles together, as
-    ppl's SMC batches its problems; the prompt is a per-task context variable) — with the
-    same figures as ``constrained.run``."""
+    (``concurrent``: each question gets its own ``PromptedLLM`` via ``llm.spawn(prompt_ids=…)``
+    sharing the one ``AsyncTransformer``, which batches the questions' forward passes together,
+    as ppl's SMC batches its problems) — with the same figures as ``constrained.run``.
+
+    Concurrent questions must not share one PromptedLLM with the prompt set per task: its
+    ``AutoBatchedPotential`` flushes a batch from whichever task leads it, so every context in
+    the batch is scored under the leader's prompt (a first attempt answered other questions'
+    prompts)."""
     from genlm.control import AWRS, BoolFSA
     from genlm.control.constant import EndOfSequence
 
@@ -100,9 +105,16 @@ def run_genlm(
         llm.prompt_ids = chat_ids(llm.model.tokenizer, question)
         return await sampler.smc(n_particles=particles, ess_threshold=ess_threshold, max_tokens=max_tokens)
 
+    async def one_spawned(question: str):
+        own = llm.spawn(prompt_ids=chat_ids(llm.model.tokenizer, question))
+        own_sampler = AWRS(own, BoolFSA.from_regex(PATTERN).coerce(own, f=b"".join), seed=seed)
+        return await own_sampler.smc(
+            n_particles=particles, ess_threshold=ess_threshold, max_tokens=max_tokens
+        )
+
     async def all_questions():
         if concurrent:
-            return await asyncio.gather(*(one(q) for q in questions))
+            return await asyncio.gather(*(one_spawned(q) for q in questions))
         return [await one(q) for q in questions]
 
     started = time.perf_counter()
@@ -136,6 +148,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--ess-threshold", type=float, default=0.5, help="genlm's resampling threshold")
+    parser.add_argument(
+        "--genlm", choices=("both", "sequential", "concurrent"), default="both", help="genlm's question order"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -152,7 +167,11 @@ def main() -> None:
     run_genlm(llm, questions[:1], 2, args.max_tokens, args.ess_threshold, seed=99)
 
     # genlm in turn per question, and all questions at once (as ppl's SMC runs its problems)
-    genlm_modes = {"genlm_hf": False, "genlm_hf_concurrent": True}
+    genlm_modes = {
+        name: concurrent
+        for name, concurrent in (("genlm_hf", False), ("genlm_hf_concurrent", True))
+        if args.genlm in ("both", "concurrent" if concurrent else "sequential")
+    }
     rows: dict[str, list[dict]] = {"ppl_vllm": [], **{name: [] for name in genlm_modes}}
     for repeat in range(args.repeats):
         load = os.getloadavg()[0]
