@@ -194,6 +194,10 @@ class Runner:
         job.resolve(result)
 
     def _on_round(self, scheduler: Scheduler) -> None:
+        # Let the HTTP thread run: a round on an in-process engine (tabular) is pure Python and
+        # would hold the GIL for whole requests, so progress events, /metrics and SIGTERM's
+        # bookkeeping would wait for the work to end. sleep(0) hands the GIL over each round.
+        time.sleep(0)
         m = self.metrics
         m.rounds.inc(scheduler.stats.rounds - self._rounds)
         self._rounds = scheduler.stats.rounds
