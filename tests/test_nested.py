@@ -117,21 +117,23 @@ def test_inner_smc_output_law_is_what_the_outer_sees():
     assert expected_evidence(law) == pytest.approx(z, rel=1e-9)
 
 
-def test_mutant_nested_weights_leaking_into_the_outer_weight_fails(monkeypatch):
+def leaky_nested(program, args, algorithm):
+    """The mutant of ``ppl.nested`` whose inner Ẑ multiplies the outer weight."""
     from ppl.handlers import Done, Message, Need, apply_stack
     from ppl.nested import InferRequest, SubRun
 
-    def leaky(program, args, algorithm):
-        request = InferRequest(program, args, algorithm)
+    request = InferRequest(program, args, algorithm)
 
-        def resolve(results):
-            if not results:
-                return Need(SubRun(), request)
-            return Done(results[0], results[0].log_evidence)  # the inner Ẑ multiplies the outer weight
+    def resolve(results):
+        if not results:
+            return Need(SubRun(), request)
+        return Done(results[0], results[0].log_evidence)  # the inner Ẑ multiplies the outer weight
 
-        return apply_stack(Message("infer", {}, resolve))
+    return apply_stack(Message("infer", {}, resolve))
 
-    monkeypatch.setattr(ppl, "nested", leaky)
+
+def test_mutant_nested_weights_leaking_into_the_outer_weight_fails(monkeypatch):
+    monkeypatch.setattr(ppl, "nested", leaky_nested)
     inner = ImportanceSampling(2)
     z = sum(outer_gamma(LM1, inner).values())
     law = outer_law(LM1, choose(inner), ImportanceSampling(2))
@@ -343,25 +345,12 @@ def test_mh_leaves_the_posterior_invariant_with_a_nested_site(proposal):
 
 
 def test_mutant_mh_with_nested_weights_leaking_into_the_outer_weight_fails(monkeypatch):
-    from ppl.handlers import Done, Message, Need, apply_stack
-    from ppl.nested import InferRequest, SubRun
-
     inner = ImportanceSampling(2)
     program = pooled(inner)
     pi = nested_target(LM2, inner)
     states = nested_states(LM2, program)  # the records, from the real code
 
-    def leaky(program, args, algorithm):
-        request = InferRequest(program, args, algorithm)
-
-        def resolve(results):
-            if not results:
-                return Need(SubRun(), request)
-            return Done(results[0], results[0].log_evidence)  # the inner Ẑ multiplies the outer weight
-
-        return apply_stack(Message("infer", {}, resolve))
-
-    monkeypatch.setattr(ppl, "nested", leaky)
+    monkeypatch.setattr(ppl, "nested", leaky_nested)
     values, matrix = nested_kernel(LM2, program, states, "suffix")
     target = np.array([pi[v] for v in values])
     assert float(np.max(np.abs(target @ matrix - target))) > 1e-3
