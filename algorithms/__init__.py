@@ -6,6 +6,7 @@ knows a concrete backend.
 | ``ImportanceSampling``, ``SMC``, ``ParticleGibbs``, ``MH`` | the program's distribution π |
 | ``Enumeration`` | π exactly (finite programs) |
 | ``AdaptiveConsistency`` | the law of the stopped majority vote (self-consistency in waves until a Beta posterior settles it) |
+| ``Restarts`` | π (pruning with restarts: rejection control on the twisted weights, properly weighted survivors, unbiased Ẑ) |
 | ``BeamSearch``, ``DVTS`` | the highest-weight runs found (weight plus twist); not properly weighted, not the mode of π |
 
 ``ALGORITHMS`` is the one registry of interpreters: name → ``ppl.settings.AlgorithmSpec``
@@ -16,7 +17,7 @@ and adding its spec below.
 
 from ppl.settings import registry
 
-from . import adaptive, beam, enumeration, gibbs, importance, mh, smc
+from . import adaptive, beam, enumeration, gibbs, importance, mh, restarts, smc
 from .adaptive import AdaptiveConsistency
 from .beam import DVTS, BeamSearch
 from .enumeration import Enumeration, ExactPosterior, enumerate_program
@@ -24,6 +25,7 @@ from .gibbs import ParticleGibbs
 from .importance import ImportanceSampling
 from .mh import MH, logprob, power_gen
 from .resampling import SCHEMES as RESAMPLING_SCHEMES
+from .restarts import Restarts
 from .smc import SMC
 
 ALGORITHMS = registry(
@@ -35,6 +37,7 @@ ALGORITHMS = registry(
     beam.DVTS_SPEC,
     gibbs.SPEC,
     mh.SPEC,
+    restarts.SPEC,
     aliases={"best_of_n": "importance"},
 )
 
@@ -50,6 +53,7 @@ __all__ = [
     "ImportanceSampling",
     "ParticleGibbs",
     "RESAMPLING_SCHEMES",
+    "Restarts",
     "enumerate_program",
     "logprob",
     "power_gen",

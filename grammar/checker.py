@@ -494,6 +494,8 @@ class _Checker:
                 settings[param.name] = arg
                 continue
             node = arg.value
+            if isinstance(node, ast.Negate) and isinstance(node.operand, ast.Number):
+                node = ast.Number(node.pos, -node.operand.value)  # `threshold = -1`
             if not isinstance(node, (ast.Number, ast.String)):
                 self.error(node.pos, f"the setting '{param.name}' must be a number or a string written out")
                 ok = False

@@ -51,6 +51,8 @@ class Stream(enum.IntEnum):
     NESTED = (
         12  # a nested run's keys: (0, outer particle key, site position, the inner key without its problem)
     )
+    RESTART = 13  # restarted attempts of ``Restarts``: (problem, slot, attempt)
+    PRUNING = 14  # its rejection-control checks: (problem, slot, attempt, check)
 
 
 def key(stream: Stream, *parts: int) -> tuple[int, ...]:

@@ -144,11 +144,13 @@ def test_seeded_requests_reproduce(backend):
     request = GenRequest(backend.short_prompt, max_tokens=8, temperature=1.0, seed=7, n=3)
     first = lm.generate([request, request])
     assert len(first) == 2 and all(len(branches) == 3 for branches in first)
-    assert first[0] == first[1], "the same seed in one batch must give the same segments"
+    # the same tokens; log-probabilities to the engine's resolution (bf16 sums depend on the batch)
+    tolerance = backend.score_abs
+    assert same_segments(first[:1], first[1:], tolerance), "the same seed in one batch, the same segments"
     again = lm.generate([request, request])
-    assert again == first, "the same seed must give the same result within one engine"
+    assert same_segments(again, first, tolerance), "the same seed must give the same result within one engine"
     if backend.seeded_alone_equals_batch:
-        assert lm.generate([request]) == first[:1]
+        assert same_segments(lm.generate([request]), first[:1], tolerance)
     others = lm.generate([GenRequest(backend.short_prompt, 8, temperature=1.0, seed=s, n=3) for s in (8, 9)])
     assert any(branches != first[0] for branches in others), "the seed must matter"
 
