@@ -93,7 +93,9 @@ def acceptance_estimate(slots: int, cap: int, survivors: int, attempts: int) -> 
     unbiased indicator. Exact (integer counts)."""
     total = configurations(slots, cap, survivors, attempts)
     if total == 0:
-        raise ValueError(f"{survivors} survivors in {attempts} attempts is impossible for {slots} slots of {cap}")
+        raise ValueError(
+            f"{survivors} survivors in {attempts} attempts is impossible for {slots} slots of {cap}"
+        )
     first = configurations(slots - 1, cap, survivors - 1, attempts - 1) if survivors else 0
     return Fraction(first, total)
 
@@ -126,7 +128,9 @@ class Restarts(Algorithm):
             return particle_key(run.index, 0, slot)
         return key(Stream.RESTART, run.index, slot, attempt)
 
-    def survives(self, particle: Particle, slot: int, attempt: int, check: int, run: ProblemRun, source) -> bool:
+    def survives(
+        self, particle: Particle, slot: int, attempt: int, check: int, run: ProblemRun, source
+    ) -> bool:
         """The rejection-control check of one run's current weight: kill it with probability
         1 − w/c, or raise its weight to c (dividing w by its probability of surviving)."""
         log_ratio = particle.log_weight - self.threshold

@@ -236,4 +236,8 @@ def test_tts_infer_runs_restarts_and_reports_the_budget():
     module = load(source, filename="f.tts", models={"lm": lm})
     post = module.infer.algorithm.run(module.infer.program, [{}], seed=0)[0]
     extra = post.diagnostics.extra
-    assert 8 <= extra["budget"] <= 32 and extra["max"] == 32 and extra["pruned"] == extra["budget"] - extra["survivors"]
+    assert (
+        8 <= extra["budget"] <= 32
+        and extra["max"] == 32
+        and extra["pruned"] == extra["budget"] - extra["survivors"]
+    )
