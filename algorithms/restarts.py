@@ -15,7 +15,11 @@ check multiplies a run's weight by 1[survived] / P(survived), so an attempt's fi
 compute goes: prefixes it rates low are abandoned early, and their slots spent on fresh
 runs. A slot's survivor is its first surviving attempt: a draw from the attempt law given
 survival, properly weighted up to the constant 1/ρ (ρ = P(an attempt survives)), so the
-weighted survivors estimate π as importance sampling's particles do.
+weighted survivors estimate π as importance sampling's particles do. When no check sees a
+weight above c — say no twists, scores that are log-probabilities and ``threshold = 0`` —
+every survivor ends with weight c: the survivors are then exact, equally weighted draws from
+π (rejection sampling). Twists break this: dividing a twist back out raises the weight, so
+a survivor's final weight is its final verdict over its last prediction, which may exceed c.
 
 The evidence: log Ẑ = log ρ̂ + log mean(survivors' weights), where ρ̂ is the
 Girshick–Mosteller–Savage estimator of ρ — P(slot 1's first attempt survived | S survivors

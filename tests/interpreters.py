@@ -62,6 +62,13 @@ INTERPRETERS = {
             dict(particles=4, rule="mode"),
         ],
     ),
+    "restarts": Interpreter(
+        "restarts",
+        {"particles": 3, "attempts": 3, "threshold": 0.5},
+        {"particles": 3, "attempts": 2},
+        True,
+        [dict(particles=0), dict(particles=2, attempts=0), dict(particles=2, threshold=float("nan"))],
+    ),
     "enumeration": Interpreter("enumerate", {}, None, True),  # the engine suite checks it refuses
     "beam": Interpreter(
         "beam", {"beams": 2, "expand": 2}, {"beams": 2, "expand": 2}, False, [dict(beams=0), dict(expand=1.5)]

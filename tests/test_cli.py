@@ -34,6 +34,7 @@ INPUTS = {
     "start_tool_hints": "What is 3 + 4?",
     "decompose_solve": "What is 3 + 4?",
     "retrieval_rerank": "How many days are in 2 weeks?",
+    "self_eval_restarts": "What is 3 + 4?",
 }
 
 
@@ -379,6 +380,15 @@ def test_a_one_problem_run_shows_live_progress_on_stderr_unless_told_not_to():
     assert not [line for line in quiet.stderr.splitlines() if line.startswith("smc")]
 
 
+def ctrl_c_heard() -> None:
+    """In the child before exec: SIGINT at its default, so Python turns it into
+    KeyboardInterrupt even when the suite itself was started as a background job of a
+    non-interactive shell, which starts with SIGINT ignored (and Python keeps it ignored)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_says_what_was_saved_and_resume_finishes_the_run(tmp_path):
     import signal
     import time
@@ -387,7 +397,9 @@ def test_ctrl_c_says_what_was_saved_and_resume_finishes_the_run(tmp_path):
     data.write_text("".join(f"{0.25 * (i % 8)}\n" for i in range(24)))
     command = [sys.executable, "-m", "ppl.app.cli", "run", str(ROOT / "examples/reward_tilted.tts")]
     command += ["--data", str(data), "--particles", "128", "--in-flight", "128", "--no-progress"]
-    child = subprocess.Popen([*command, "--out", str(out)], stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    child = subprocess.Popen(
+        [*command, "--out", str(out)], stderr=subprocess.PIPE, text=True, cwd=ROOT, preexec_fn=ctrl_c_heard
+    )
     deadline = time.monotonic() + 120
     while not (out.exists() and out.read_text().count("\n") >= 1):
         assert child.poll() is None and time.monotonic() < deadline, "the run ended before a result"
@@ -442,7 +454,14 @@ def test_ctrl_c_in_eval_says_what_was_saved_and_the_resumed_run_how_much_was_don
     command = [sys.executable, "-m", "ppl.app.cli", "eval", str(ROOT / "examples/reward_tilted.tts")]
     command += ["--data", str(tasks), "--out", str(out), "--budgets", "64,128", "--in-flight", "128"]
     command += ["--no-progress", "--no-plot"]
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    child = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        preexec_fn=ctrl_c_heard,
+    )
     deadline = time.monotonic() + 120
     while not (out.exists() and out.read_text().count("\n") >= 1):
         assert child.poll() is None and time.monotonic() < deadline, "tts eval ended before a result"

@@ -241,3 +241,22 @@ def test_tts_infer_runs_restarts_and_reports_the_budget():
         and extra["max"] == 32
         and extra["pruned"] == extra["budget"] - extra["survivors"]
     )
+
+
+def test_when_no_check_sees_a_weight_above_the_threshold_survivors_are_exact_draws():
+    """Scores that are log-probabilities (<= 0) and threshold 0: every survivor ends at
+    weight 1 and is an exact draw from π — the law of slot 0's survivor, given that it
+    survived, is π exactly."""
+    tiny = Tiny.make(2, 2, 13, 0.5)
+    tiny.rewards = {p: -abs(r) for p, r in tiny.rewards.items()}
+    law = smc_law(tiny, Restarts(1, attempts=3))
+    survived, given = 0.0, {}
+    for p, post in law:
+        slot = post.particles[0]
+        if slot.error is None:
+            assert slot.log_weight == 0.0
+            survived += p
+            given[slot.value] = given.get(slot.value, 0.0) + p
+    assert pruning_happens(law) and 0 < survived < 1
+    for answer, pi in tiny.posterior().items():
+        assert given.get(answer, 0.0) / survived == pytest.approx(pi, abs=TOL)

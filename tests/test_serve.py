@@ -169,7 +169,7 @@ BAD = [
     ("unknown model", message(model="nope"), None, 404,
      "the model 'nope' does not exist; the models are echo:echo, echo:spin, echo"),
     ("unknown interpreter", message(ppl={"algorithm": "magic"}), None, 400,
-     "unknown interpreter 'magic'; the interpreters are adaptive, beam, best_of_n, dvts, enumerate, importance, mh, particle_gibbs, smc"),
+     "unknown interpreter 'magic'; the interpreters are adaptive, beam, best_of_n, dvts, enumerate, importance, mh, particle_gibbs, restarts, smc"),
     ("unknown setting", message(ppl={"algorithm": "smc", "particles": 4, "temperature": 2}), None, 400,
      "ppl: smc(): smc() has no setting 'temperature'; its settings are particles, ess, resample"),
     ("bad setting", message(ppl={"resample": "lucky"}), None, 400,

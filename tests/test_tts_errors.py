@@ -174,7 +174,7 @@ def test_finish_outside_a_step():
 def test_unknown_algorithm():
     source = program('  return "a"', "infer f with anneal(width = 4)\n")
     assert only_message(source) == (
-        "f.tts:6:14: unknown algorithm 'anneal'; the algorithms are adaptive, beam, best_of_n, dvts, enumerate, importance, mh, particle_gibbs, smc\n"
+        "f.tts:6:14: unknown algorithm 'anneal'; the algorithms are adaptive, beam, best_of_n, dvts, enumerate, importance, mh, particle_gibbs, restarts, smc\n"
         "    infer f with anneal(width = 4)\n"
         "                 ^"
     )
@@ -284,7 +284,7 @@ def test_every_error_is_reported_at_once_before_any_model_is_loaded(monkeypatch)
         "score needs a number (a log weight), got a text",
         "finish is only allowed inside a step block",
         "unknown name 'y'",
-        "unknown algorithm 'anneal'; the algorithms are adaptive, beam, best_of_n, dvts, enumerate, importance, mh, particle_gibbs, smc",
+        "unknown algorithm 'anneal'; the algorithms are adaptive, beam, best_of_n, dvts, enumerate, importance, mh, particle_gibbs, restarts, smc",
     ]
     assert [d.position.line for d in caught.value.diagnostics] == [3, 5, 6, 7, 8, 10]
 

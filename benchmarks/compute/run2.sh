@@ -16,3 +16,9 @@ tts eval $B/self_consistency.tts --backend vllm $E --data $B/arithmetic_heldout2
     --out $B/heldout.jsonl --policy $B/policy20.json --no-progress
 tts eval $B/self_consistency.tts --backend vllm $E --data $B/arithmetic_heldout20.jsonl \
     --out $B/heldout.jsonl --budgets 1,4,16 --algorithm best_of_n --algorithm adaptive --no-progress --plot $B/heldout.png
+# pruning with restarts on the model's self-evaluation against best-of-N, the same program
+# (0.2: on the 2026-12-02 machine 0.1 left no room for the KV cache after the model)
+tts eval examples/self_eval_restarts.tts --backend vllm --engine gpu_memory_utilization=0.2 --engine max_model_len=1024 \
+    --data $B/arithmetic20.jsonl --out $B/restarts20.jsonl --budgets 1,2,4,8 \
+    --algorithm best_of_n --algorithm restarts --no-progress --plot $B/restarts20.png
+python $B/compare.py $B/restarts20.jsonl $B/restarts20_weighted.png --arm restarts --metric weighted_vote --auc
