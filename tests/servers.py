@@ -60,7 +60,7 @@ class Server:
         command = [
             sys.executable, "-m", "vllm.entrypoints.openai.api_server",
             "--model", str(model), "--host", "127.0.0.1", "--port", str(self.port),
-            "--dtype", "bfloat16", "--max-model-len", "2048", "--enforce-eager",
+            "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager",  # as tests/conftest.py
             "--gpu-memory-utilization", "0.1", "--enable-prefix-caching", "--max-num-seqs", "64",
             "--logprobs-mode", "processed_logprobs", "--no-enable-chunked-prefill", "--seed", "0", "--disable-log-stats",
             "--uvicorn-log-level", "warning",

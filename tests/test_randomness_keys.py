@@ -57,6 +57,8 @@ def test_stream_values_are_the_published_seeded_outputs():
         ("BEAM", 10),
         ("SEED_HANDLER", 11),
         ("NESTED", 12),
+        ("RESTART", 13),
+        ("PRUNING", 14),
     ]
     assert key(Stream.BEAM, 4, 2) == (10, 4, 2)
 

@@ -9,9 +9,9 @@ as the first task's line is in the results file; and that command run again, whi
 - the resumed run runs only the rest and ends with the uninterrupted run's results exactly.
 
 One problem is in flight at a time (``--in-flight`` = the particles) and the prefix cache is
-off, so a task's engine batches are the same in the three runs: vLLM's seeded sampling is
-reproducible for the same batch (in process it is not promised across different batches,
-see tests/backends/conftest.py).
+off, so a task's engine batches are the same in the three runs, and the model runs in
+float32: vLLM's seeded sampling is then reproducible (in bfloat16, on CPUs with bf16 matrix
+units, rows of one batch round differently; see tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ def command(tmp_path, out) -> list[str]:
         sys.executable, "-m", "ppl.app.cli", "eval", str(program), "--backend", "vllm",
         "--data", str(tasks), "--out", str(out), "--budgets", "2", "--in-flight", "2",
         "--engine", "enable_prefix_caching=false", "--engine", "max_num_seqs=4",
+        "--engine", "dtype=float32",  # batch-invariant here, as the engine tier's (tests/conftest.py)
         "--engine", "gpu_memory_utilization=0.1",  # 2 GB (weights, activations and KV cache) leave room for other engines
         "--no-plot", "--no-progress",
     ]  # fmt: skip
