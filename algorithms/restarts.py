@@ -53,7 +53,7 @@ import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from ppl.inference import Algorithm, diagnostics, particle_key, weighted
+from ppl.inference import Algorithm, diagnostics, weighted
 from ppl.posterior import Posterior, log_mean_exp
 from ppl.randomness import Stream, key
 from ppl.scheduler import AT_BARRIER, DEAD, FINISHED, Particle, ProblemRun, kill
@@ -127,11 +127,6 @@ class Restarts(Algorithm):
         super().start(run, source)  # attempt 0 of slot j has importance sampling's key j
         run.state = RestartState([1] * self.particles)
 
-    def _attempt_key(self, run: ProblemRun, slot: int, attempt: int) -> tuple[int, ...]:
-        if attempt == 0:
-            return particle_key(run.index, 0, slot)
-        return key(Stream.RESTART, run.index, slot, attempt)
-
     def survives(
         self, particle: Particle, slot: int, attempt: int, check: int, run: ProblemRun, source
     ) -> bool:
@@ -161,14 +156,14 @@ class Restarts(Algorithm):
         restarted = False
         for slot, particle in enumerate(run.particles):
             attempt = state.attempts[slot] - 1
-            if particle.status == AT_BARRIER:
-                self.survives(particle, slot, attempt, particle.barriers_passed, run, source)
-            elif particle.status == FINISHED and particle.key not in state.checked:
-                state.checked.add(particle.key)
+            finished_unchecked = particle.status == FINISHED and particle.key not in state.checked
+            if particle.status == AT_BARRIER or finished_unchecked:
+                if finished_unchecked:
+                    state.checked.add(particle.key)
                 self.survives(particle, slot, attempt, particle.barriers_passed, run, source)
             if particle.status == DEAD and state.attempts[slot] < self.attempts:
                 state.retired.append(particle)
-                fresh = self._attempt_key(run, slot, state.attempts[slot])
+                fresh = key(Stream.RESTART, run.index, slot, state.attempts[slot])
                 run.particles[slot] = Particle(run.index, fresh, source(*fresh))
                 state.attempts[slot] += 1
                 restarted = True
@@ -180,27 +175,28 @@ class Restarts(Algorithm):
     def restart(self, run: ProblemRun, source) -> bool:
         return self._check_and_refill(run, source)
 
+    def acceptance(self, run: ProblemRun) -> Fraction:
+        """ρ̂ of the problem's finished run: its survivors among its attempts."""
+        survivors = sum(p.status != DEAD for p in run.particles)
+        return acceptance_estimate(self.particles, self.attempts, survivors, sum(run.state.attempts))
+
     def log_evidence(self, run: ProblemRun) -> float:
-        state: RestartState = run.state
-        alive = [p.log_weight for p in run.particles if p.status != DEAD]
-        rho = acceptance_estimate(self.particles, self.attempts, len(alive), sum(state.attempts))
+        rho = self.acceptance(run)
         if rho == 0:
             return -math.inf
-        return math.log(rho) + log_mean_exp(alive)
+        return math.log(rho) + log_mean_exp([p.log_weight for p in run.particles if p.status != DEAD])
 
     def finish(self, run: ProblemRun) -> Posterior:
         state: RestartState = run.state
-        slots = [weighted(p) for p in run.particles]
-        particles = slots + [weighted(p) for p in state.retired]
+        particles = [weighted(p) for p in [*run.particles, *state.retired]]
         survivors = sum(p.status != DEAD for p in run.particles)
-        rho = acceptance_estimate(self.particles, self.attempts, survivors, sum(state.attempts))
         extra = {
             "budget": sum(state.attempts),
             "max": self.particles * self.attempts,
             "survivors": survivors,
             "pruned": state.pruned,
             "attempts": list(state.attempts),
-            "acceptance": float(rho),
+            "acceptance": float(self.acceptance(run)),
         }
         return Posterior(particles, self.log_evidence(run), diagnostics(self.name, run, particles, **extra))
 

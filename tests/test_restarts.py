@@ -23,7 +23,7 @@ from ppl.app import check, load
 from ppl.backends.tabular import TabularLM
 from ppl.grammar import TtsError
 
-from tiny import Tiny, smc_law
+from tiny import Tiny, expected_evidence, smc_law
 
 TOL = 1e-9
 
@@ -38,15 +38,14 @@ CONFIGS = [  # (vocab, max_len, tiny seed, beta, with_twist, slots, attempts, th
 
 def unnormalised_law(law) -> tuple[float, dict]:
     """E[Ẑ] and, per answer, E[Ẑ · (the survivors' normalised weight on it)]."""
-    evidence, per_answer = 0.0, {}
+    per_answer = {}
     for p, post in law:
         z = math.exp(post.log_evidence)
-        evidence += p * z
         if z == 0:
             continue
         for particle, w in zip(post.particles, post.weights):
             per_answer[particle.value] = per_answer.get(particle.value, 0.0) + p * z * w
-    return evidence, per_answer
+    return expected_evidence(law), per_answer
 
 
 def assert_targets_pi(tiny: Tiny, algorithm, tol: float = TOL) -> list:
