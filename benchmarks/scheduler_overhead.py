@@ -7,8 +7,14 @@ resamples at every barrier (``ess_threshold=1``, multinomial), the hardest case 
 particles. Reported: µs of ppl time per particle-step = (wall time − time inside the LM) /
 (N · P · T).
 
+The program comes in three forms (``--form``): the decorator program (``python``: copies
+replay their record), the same program in ``.tts`` (``tts``: copies go on from their
+parent's continuation), and that ``.tts`` program with its continuations switched off
+(``tts-replay``), the baseline for the second in the same run.
+
     python benchmarks/scheduler_overhead.py                      # every configuration
     python benchmarks/scheduler_overhead.py --configs 16,8,8 16,8,64 --repeats 3
+    python benchmarks/scheduler_overhead.py --form tts --configs 16,8,200
 """
 
 from __future__ import annotations
@@ -75,16 +81,43 @@ def twisting(steps: int):
     return program
 
 
-def measure(particles: int, problems: int, steps: int, seed: int = 0) -> dict:
+TTS = """version 0.1
+use lm = model("instant")
+program twisting(prompt: tokens, steps: number) -> number {
+  let ctx = prompt
+  step (max steps) {
+    s ~ lm.gen(ctx, max_tokens = 8)
+    ctx += s
+    twist 0.0004 * s.tokens[0]
+  }
+  score 0.01 * len(ctx)
+  return len(ctx)
+}
+"""
+
+
+def program_and_inputs(form: str, lm: InstantLM, problems: int, steps: int):
+    """The twisting program in ``form`` and its inputs, one per problem."""
+    if form == "python":
+        return twisting(steps), [(lm, (1 + i,)) for i in range(problems)]
+    from ppl.app import load
+
+    program = load(TTS, filename="twisting.tts", models={"lm": lm}).programs["twisting"]
+    if form == "tts-replay":
+        program.resumable = None
+    return program, [((1 + i,), steps) for i in range(problems)]
+
+
+def measure(particles: int, problems: int, steps: int, seed: int = 0, form: str = "python") -> dict:
     lm = InstantLM()
-    program = twisting(steps)
-    inputs = [(lm, (1 + i,)) for i in range(problems)]
+    program, inputs = program_and_inputs(form, lm, problems, steps)
     started = time.perf_counter()
     results = SMC(particles, ess_threshold=1.0).run(program, inputs, seed=seed)
     wall = time.perf_counter() - started
     ppl_time = wall - lm.usage.wall_time
     assert all(p.diagnostics.steps == steps - 1 for p in results)
     return {
+        "form": form,
         "particles": particles,
         "problems": problems,
         "steps": steps,
@@ -98,13 +131,14 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="*", help="N,P,T triples (default: all five)")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--form", choices=["python", "tts", "tts-replay"], default="python")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args(argv)
     configs = [tuple(int(x) for x in c.split(",")) for c in args.configs] if args.configs else CONFIGS
     rows = []
     for config in configs:
         for repeat in range(args.repeats):
-            row = measure(*config, seed=repeat)
+            row = measure(*config, seed=repeat, form=args.form)
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.out:

@@ -82,7 +82,13 @@ def as_text(value) -> str:
 
 
 def as_tokens(value) -> tuple[int, ...]:
-    """Token ids of tokens, a segment, or a list of segments (concatenated)."""
+    """Token ids of tokens, a segment, or a list of segments (concatenated).
+
+    A tuple that starts and ends with an int is token ids as it is: the checker makes every
+    list homogeneous and inputs are checked on entry, and looking at every element at every
+    site would make a program's cost quadratic in its length."""
+    if type(value) is tuple and (not value or (type(value[0]) is int and type(value[-1]) is int)):
+        return value
     if isinstance(value, Segment):
         return value.token_ids
     if all(isinstance(v, int) for v in value):

@@ -11,6 +11,18 @@ scheduler's replay needs.
 Failures while running (an index out of range, division by zero, an encode error) raise a
 ``TtsRuntimeError`` that names the place in the file; the scheduler then kills that
 particle only, with the message as the recorded reason.
+
+**Continuations.** A compiled program can go on from any barrier of its step blocks
+without being re-run from the start: its state there is data — its variables (immutable
+values: text, numbers, tuples, segments) and where it stands in its compound statements
+(``_Cursor``: one frame per enclosing ``if`` / ``for`` / ``step``, each naming its
+statement's place in its block). Each barrier offers that state (``ppl.steps(resume=...)``),
+so an interpreter that copies a particle at resampling starts the copy there instead of
+replaying its record: a copy costs its variables, not its past. The blocks' ``resume``
+closures walk the frames back to the barrier. A program called from another keeps no
+cursor (its caller's expression would have to be resumed too), so steps inside a called
+program are replayed, as Python programs are; only ``Program.resumable``, which an
+interpreter runs as a particle's outermost program, keeps one.
 """
 
 from __future__ import annotations
@@ -32,6 +44,35 @@ _FAILURES = (ArithmeticError, LookupError, ValueError, TypeError)
 
 class _Finish(Exception):
     """Control flow: `finish` leaves the innermost step block."""
+
+
+class _Env(dict):
+    """A running program's variables, and its ``cursor`` (None in a program called from
+    another: it offers no continuations)."""
+
+    __slots__ = ("cursor",)
+
+    def __init__(self, variables, cursor: _Cursor | None = None):
+        super().__init__(variables)
+        self.cursor = cursor
+
+
+class _Cursor:
+    """Where a program's execution stands: the frames of the compound statements it is
+    inside, outermost first — ``(index in its block, …)`` with what resuming needs (the
+    branch an ``if`` took; a ``for``'s items and position; a ``step``'s limit and step)."""
+
+    __slots__ = ("frames", "resume")
+
+    def __init__(self, resume: Callable):
+        self.frames: list[tuple] = []
+        self.resume = resume  # resume(variables, frames) → the program's value
+
+    def continuation(self, env: _Env, frame: tuple) -> Callable:
+        """The program at this barrier as a function of nothing: each call goes on from here
+        with its own copy of the variables, and returns the program's value."""
+        variables, frames, resume = dict(env), (*self.frames, frame), self.resume
+        return lambda: resume(variables, frames)
 
 
 class _Return(Exception):
@@ -66,19 +107,30 @@ def compile_program(
         [inspect.Parameter(param, inspect.Parameter.POSITIONAL_OR_KEYWORD) for param, _ in signature]
     )
 
-    def run(*args, **kwargs):
-        bound = python_signature.bind(*args, **kwargs).arguments
-        env = {param: _input(decl, param, t, bound[param]) for param, t in signature}
+    def finish(go_on, env: _Env, *frames):
         try:
-            body(env)
+            go_on(env, *frames)
         except _Return as done:
             return done.value
         raise TtsRuntimeError(decl.pos, f"program '{name}' ended without a return")  # the checker prevents it
 
+    def resume(variables: dict, frames: tuple):
+        return finish(body.resume, _Env(variables, _Cursor(resume)), frames)
+
+    def inputs(args, kwargs) -> dict:
+        bound = python_signature.bind(*args, **kwargs).arguments
+        return {param: _input(decl, param, t, bound[param]) for param, t in signature}
+
+    def run(*args, **kwargs):
+        return finish(body, _Env(inputs(args, kwargs)))
+
+    def resumable(*args, **kwargs):  # as a particle's outermost program: continuations offered
+        return finish(body, _Env(inputs(args, kwargs), _Cursor(resume)))
+
     run.__signature__ = python_signature
     run.__name__ = run.__qualname__ = name
     run.__doc__ = f"The .tts program '{name}' from {checked.filename}."
-    programs[name] = Program(run, name=name)
+    programs[name] = Program(run, name=name, resumable=resumable)
     return programs[name]
 
 
@@ -106,7 +158,8 @@ def has_type(value, t: Type) -> bool:
 
 
 def _guard(fn: Callable, pos: ast.Position) -> Callable:
-    """Turn a Python failure inside ``fn`` into a TtsRuntimeError at ``pos``."""
+    """Turn a Python failure inside ``fn`` (and inside its ``resume``, when it has one) into
+    a TtsRuntimeError at ``pos``."""
 
     def guarded(env):
         try:
@@ -114,7 +167,30 @@ def _guard(fn: Callable, pos: ast.Position) -> Callable:
         except _FAILURES as error:
             raise TtsRuntimeError(pos, _runtime_message(error)) from None
 
+    resume = getattr(fn, "resume", None)
+    if resume is not None:
+
+        def guarded_resume(env, frames):
+            try:
+                return resume(env, frames)
+            except _FAILURES as error:
+                raise TtsRuntimeError(pos, _runtime_message(error)) from None
+
+        guarded.resume = guarded_resume
     return guarded
+
+
+def _inside(env: _Env, frame: tuple, go_on: Callable, *args) -> None:
+    """Run ``go_on(*args)`` with ``frame`` on the cursor (when the program keeps one)."""
+    cursor = env.cursor
+    if cursor is None:
+        go_on(*args)
+        return
+    cursor.frames.append(frame)
+    try:
+        go_on(*args)
+    finally:
+        cursor.frames.pop()
 
 
 def _runtime_message(error: Exception) -> str:
@@ -148,15 +224,26 @@ class _Compiler:
     # ---- statements -------------------------------------------------------------------------------
 
     def block(self, statements: tuple) -> Callable:
-        compiled = [_guard(self.statement(s), s.pos) for s in statements]
+        """The block's statements in order; ``run.resume(env, frames)`` goes on from inside the
+        compound statement ``frames[0]`` names, then runs the statements after it."""
+        compiled = [_guard(self.statement(s, i), s.pos) for i, s in enumerate(statements)]
 
         def run(env):
             for statement in compiled:
                 statement(env)
 
+        def resume(env, frames):
+            index = frames[0][0]
+            compiled[index].resume(env, frames)
+            for statement in compiled[index + 1 :]:
+                statement(env)
+
+        run.resume = resume
         return run
 
-    def statement(self, s) -> Callable:
+    def statement(self, s, index: int) -> Callable:
+        """Statement ``s``, the ``index``-th of its block; a compound one also gets a
+        ``resume(env, frames)`` that goes on from inside it, ``frames[0]`` being its own."""
         if isinstance(s, (ast.Let, ast.Assign)):
             name, value = s.name, self.expr(s.value)
 
@@ -192,26 +279,40 @@ class _Compiler:
         if isinstance(s, ast.Observe):
             return self.observe(s)
         if isinstance(s, ast.Step):
-            return self.step(s)
+            return self.step(s, index)
         if isinstance(s, ast.For):
             name, iterable, body = s.name, self.expr(s.iterable), self.block(s.body)
 
-            def loop(env):
-                for item in iterable(env):
-                    env[name] = item
-                    body(env)
+            def go_through(env, items, start):
+                for position in range(start, len(items)):
+                    env[name] = items[position]
+                    _inside(env, (index, items, position), body, env)
 
+            def loop(env):
+                go_through(env, iterable(env), 0)
+
+            def resume_loop(env, frames):
+                _, items, position = frames[0]
+                _inside(env, frames[0], body.resume, env, frames[1:])
+                go_through(env, items, position + 1)
+
+            loop.resume = resume_loop
             return loop
         if isinstance(s, ast.If):
             condition, then = self.expr(s.condition), self.block(s.then)
             otherwise = self.block(s.otherwise) if s.otherwise is not None else None
 
             def branch(env):
-                if condition(env):
-                    then(env)
-                elif otherwise is not None:
-                    otherwise(env)
+                taken = bool(condition(env))
+                block = then if taken else otherwise
+                if block is not None:
+                    _inside(env, (index, taken), block, env)
 
+            def resume_branch(env, frames):
+                block = then if frames[0][1] else otherwise
+                _inside(env, frames[0], block.resume, env, frames[1:])
+
+            branch.resume = resume_branch
             return branch
         if isinstance(s, ast.Finish):
 
@@ -228,16 +329,31 @@ class _Compiler:
             return return_
         raise AssertionError(f"unknown statement {s!r}")  # pragma: no cover
 
-    def step(self, s: ast.Step) -> Callable:
+    def step(self, s: ast.Step, index: int) -> Callable:
+        """A step block: ``ppl.steps`` with, at each barrier, the program's continuation from
+        there (when it keeps a cursor); resuming at step t goes on just after its barrier."""
         limit, body = self.expr(s.max), self.block(s.body)
 
-        def run(env):
-            for _ in ppl.steps(max=as_count(limit(env), "step (max K)")):
+        def go_on(env, steps, start, inner=None):
+            cursor = env.cursor
+            resume = None if cursor is None else (lambda t: cursor.continuation(env, (index, steps, t)))
+            for t in ppl.steps(max=steps, start=start, resume=resume):
                 try:
-                    body(env)
+                    if inner is not None and t == start:  # resumed inside this step's body
+                        _inside(env, (index, steps, t), body.resume, env, inner)
+                    else:
+                        _inside(env, (index, steps, t), body, env)
                 except _Finish:
                     break
 
+        def run(env):
+            go_on(env, as_count(limit(env), "step (max K)"), 0)
+
+        def resume_step(env, frames):
+            _, steps, t = frames[0]
+            go_on(env, steps, t, frames[1:] or None)
+
+        run.resume = resume_step
         return run
 
     def observe(self, s: ast.Observe) -> Callable:

@@ -73,6 +73,8 @@ class Constraint:
     def of(cls, *, regex=None, grammar=None, json_schema=None, choice=None) -> Constraint | None:
         """The constraint given to ``gen`` (at most one kind), or None; a ValueError for a
         malformed one, naming what is wrong."""
+        if regex is None and grammar is None and json_schema is None and choice is None:
+            return None
         given = {k: v for k, v in zip(KINDS, (regex, grammar, json_schema, choice)) if v is not None}
         if not given:
             return None

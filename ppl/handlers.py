@@ -82,6 +82,10 @@ class Message:
     done: bool = False
     results: list = field(default_factory=list)
     rng: Randomness | None = None
+    # a barrier may offer how to continue the program from just after it (``ppl.steps``):
+    # called, it returns a ``Continuation``; an interpreter that copies particles uses it
+    # instead of replaying the copy's record
+    resume: Callable[[], Any] | None = None
 
 
 @dataclass

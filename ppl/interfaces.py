@@ -76,6 +76,31 @@ class GenRequest(Truncation):
     method: ClassVar[str] = "generate"
 
     def __post_init__(self):
+        if not self._plainly_valid():
+            self.check()
+
+    def _plainly_valid(self) -> bool:
+        """The common request — default sampling, no stop strings — recognised in one pass,
+        since a site builds one per execution, replays included. Anything else goes through
+        ``check``, which accepts everything this accepts (``tests/test_edge_cases.py``)."""
+        return (
+            type(self.max_tokens) is int
+            and self.max_tokens >= 1
+            and type(self.temperature) is float
+            and 0.0 <= self.temperature < math.inf
+            and type(self.n) is int
+            and self.n == 1
+            and self.stop == ()
+            and type(self.top_k) is int
+            and self.top_k == 0
+            and type(self.top_p) is float
+            and self.top_p == 1.0
+            and type(self.min_p) is float
+            and self.min_p == 0.0
+        )
+
+    def check(self) -> None:
+        """Refuse settings that define no distribution, naming the setting."""
         if not _is_count(self.max_tokens) or self.max_tokens < 1:
             raise ValueError(
                 f"max_tokens must be at least 1 (a whole number of tokens), got {self.max_tokens!r}"
@@ -101,7 +126,16 @@ class GenRequest(Truncation):
         return answers[0][0] if self.n == 1 else tuple(answers[0])
 
     def grouped(self, group: int) -> GenRequest:
-        return replace(self, group=group)
+        return self.dispatched(self.seed, group)
+
+    def dispatched(self, seed: int | None, group: int | None) -> GenRequest:
+        """This request with the engine seed and prefix group the scheduler gives it. Neither
+        field is checked by ``__post_init__``, so the copy skips it (the scheduler makes one
+        per particle and round)."""
+        copy = object.__new__(GenRequest)
+        copy.__dict__.update(self.__dict__)
+        copy.__dict__["seed"], copy.__dict__["group"] = seed, group
+        return copy
 
     def tokens(self, answer: list[Segment]) -> tuple[int, int]:
         """(prompt tokens, generated tokens) of one answered part, end-of-sequence included."""

@@ -12,7 +12,7 @@ Factor sites (``score``, ``twist``, ``condition``, ``observe``) only carry a log
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -310,20 +310,28 @@ def tool(model, *args) -> Any:
     return apply_stack(Message("tool", {"model": model, "args": args}, resolve))
 
 
-def barrier() -> None:
-    """The step barrier: the point between steps where an algorithm may act."""
-    apply_stack(Message("barrier", {}))
+def barrier(resume: Callable[[], Any] | None = None) -> None:
+    """The step barrier: the point between steps where an algorithm may act.
+
+    ``resume``, when the program can offer it, makes the program's state here into a
+    ``Continuation`` (called by an interpreter that copies the particle, instead of
+    replaying the copy's record); it changes nothing else."""
+    apply_stack(Message("barrier", {}, resume=resume))
 
 
-def steps(max: int) -> Iterator[int]:
+def steps(max: int, *, start: int = 0, resume: Callable[[int], Any] | None = None) -> Iterator[int]:
     """Iterate over at most ``max`` steps, with a barrier between consecutive steps.
 
     ``break`` (or ``return``) inside the loop finishes the particle's stepping: it is then
     kept as it is and not extended again.
+
+    For a program that can continue from a barrier (compiled ``.tts``): ``resume(t)`` is
+    offered at the barrier before step t (``barrier(resume=...)``), and ``start=t``
+    continues the loop at step t just after that barrier, which has been passed already.
     """
     if not isinstance(max, int) or max < 1:
         raise ValueError(f"steps(max=...) needs a positive integer, got {max!r}")
-    for t in range(max):
-        if t > 0:
-            barrier()
+    for t in range(start, max):
+        if t > start:
+            barrier(None if resume is None else (lambda t=t: resume(t)))
         yield t

@@ -15,12 +15,20 @@ from collections.abc import Callable
 
 
 class Program:
-    """A program: the function, its name, and its signature."""
+    """A program: the function, its name, and its signature.
 
-    def __init__(self, fn: Callable, name: str | None = None):
+    ``resumable``, when the program has one (compiled ``.tts``), is the same function run so
+    that each barrier offers the program's continuation from there (``ppl.barrier(resume=
+    ...)``): what an interpreter runs as a particle's outermost program, so that copies at
+    resampling go on from their parent's state instead of replaying it. Only the outermost
+    program may offer them — a continuation returns the program's value — so ``fn``, which
+    every other caller uses, offers none."""
+
+    def __init__(self, fn: Callable, name: str | None = None, resumable: Callable | None = None):
         if not callable(fn):
             raise TypeError("ppl.program needs a function")
         self.fn = fn
+        self.resumable = resumable
         self.name = name or getattr(fn, "__name__", "program")
         self.signature = inspect.signature(fn)
         functools.update_wrapper(self, fn)

@@ -13,6 +13,10 @@ How it works — the core's most important decision, in one place (docs/design.m
   nothing is asked of an engine) up to the barrier where its original stood, then runs on
   live. One copy of each parent takes the parent's own execution over when the parent is
   discarded, so only the extra copies replay.
+* **Continuations**: a program whose state is data (compiled ``.tts``) offers, at each
+  barrier, how to go on from there (``ppl.barrier(resume=...)``); the handler keeps it
+  with its own state as a ``Continuation``, and an extra copy starts from it instead of
+  replaying: copying costs the program's variables, not its past.
 * **Open**: problems are submitted to a queue and admitted while others run, within a limit
   on particles (or problems) in flight; each finished problem is delivered at once.
   ``submit`` and ``cancel`` may be called from any thread while another runs the scheduler
@@ -38,11 +42,13 @@ raises stops the run with an ``EngineError`` that keeps the posteriors already f
 
 from __future__ import annotations
 
+import gc
 import math
 import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -51,7 +57,7 @@ import greenlet
 from .errors import EngineError
 from .handlers import Draw, Message, Messenger, Need, Site, Weigher, draw, only, resolve_site
 from .history import Generation, snapshot
-from .interfaces import Delegating, GenRequest, Streaming, engine_method
+from .interfaces import GenRequest, Streaming, engine_method
 from .nested import Answers, ChildSource, InferRequest
 from .program import Program
 from .randomness import Randomness, Source
@@ -74,6 +80,20 @@ class _AtBarrier:
 @dataclass(frozen=True)
 class _Finished:
     value: Any
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """How a copy of a particle goes on from the barrier its parent stands at, without
+    replaying the record: the program's state there (``run`` continues the program and
+    returns its value; ``ppl.barrier(resume=...)`` offered it) and the handler's — choice
+    sites done, barriers passed, the log weight so far, and the barrier's own site."""
+
+    run: Callable[[], Any]
+    choices: int
+    barriers: int
+    total: float
+    site: Site
 
 
 @dataclass
@@ -99,17 +119,24 @@ class Particle:
     answer: Any = field(default=None, repr=False)  # the engine's answer, to be switched in
     execution: Execution | None = field(default=None, repr=False, compare=False)
     origin: Execution | None = field(default=None, repr=False, compare=False)
+    # offered by the program at the barrier it stands at (compiled .tts): a copy goes on from it
+    continuation: Continuation | None = field(default=None, repr=False, compare=False)
 
     def clone(self, key: tuple[int, ...], rng: Randomness) -> Particle:
-        """A copy that shares nothing mutable, with its own key and randomness. It has no
-        execution of its own yet: it may take over its parent's (``origin``), or replay."""
+        """A copy with its own key and randomness. It has no execution of its own yet: it
+        may take over its parent's (``origin``), go on from its ``continuation``, or replay.
+
+        The lists of the record are the copy's own; their entries — one list per choice site
+        done — are shared, because no entry is written once its site is done: a site that
+        runs live gets new lists (``Resume``), a replayed one a new list for its answers.
+        Copying every entry made a copy cost O(sites) in allocations the collector tracks."""
         return replace(
             self,
             key=key,
             rng=rng,
             parent=self.key,
-            records=[list(answers) for answers in self.records],
-            asked=[list(steps) for steps in self.asked],
+            records=list(self.records),
+            asked=list(self.asked),
             sites=list(self.sites),
             increments=list(self.increments),
             execution=None,
@@ -145,6 +172,7 @@ class Resume(Messenger):
         if msg.kind == "barrier":
             if self.barriers == self.particle.barriers_passed:
                 self.particle.replayed = self.choice_index
+                self.particle.continuation = None if msg.resume is None else self.continuation(msg)
                 self.scheduler.switch(_AtBarrier())
             self.barriers += 1
             self.untwist()
@@ -156,20 +184,27 @@ class Resume(Messenger):
         particle = self.particle
         records, asked = particle.records, particle.asked
         index = self.choice_index
-        if index == len(records):
-            records.append([])
+        self.choice_index += 1
         while len(asked) <= index:
             asked.append([])
-        recorded = records[index]
-        self.choice_index += 1
-        if not recorded:
+        if index == len(records) or not records[index]:
+            # a live site: new lists for its answers and questions (entries may be shared
+            # with copies, and are never written once their site is done)
+            recorded = []
+            if index == len(records):
+                records.append(recorded)
+            else:
+                records[index] = recorded
+            asked[index] = []
             resolve_site(msg, recorded, self.answer)
             return
         # Replay: the site gets its recorded answers only if it asks what it asked when it
         # first ran. A program that differs on replay (Python's ``random``, a clock, global
-        # state) would otherwise be given answers to other questions, silently.
+        # state) would otherwise be given answers to other questions, silently. Past the
+        # record it asks live, into a list of its own.
+        recorded = records[index]
         answers = records[index] = []
-        expected = asked[index]
+        expected = asked[index] = list(asked[index])
 
         def replay(step: Need | Draw):
             k = len(answers)
@@ -184,6 +219,18 @@ class Resume(Messenger):
             return recorded[k]
 
         resolve_site(msg, answers, replay)
+
+    def continuation(self, msg: Message) -> Continuation:
+        """Where this run stands at the barrier ``msg`` as a copy would go on from it: the
+        state it will have once the barrier has passed (twist divided out, its site kept)."""
+        site = Site(msg.kind, msg.value, msg.log_weight, msg.args)
+        return Continuation(msg.resume(), self.choice_index, self.barriers + 1, self.weights.total, site)
+
+    def go_on_from(self, continuation: Continuation) -> None:
+        """Take the state a continuation describes (the particle's sites are its parent's)."""
+        self.choice_index, self.barriers = continuation.choices, continuation.barriers
+        self.weights.total = continuation.total
+        self.particle.sites.append(continuation.site)
 
     def answer(self, step: Need | Draw):
         """A local draw is made at once; an engine request suspends the particle until the
@@ -218,17 +265,29 @@ def _same_question(step: Need | Draw, expected: Need | Draw) -> bool:
 
 
 class Execution:
-    """A particle's program running in its own greenlet, from the start of its record."""
+    """A particle's program running in its own greenlet: from the start of its record (which
+    it replays), or — a copy whose parent's program offered one — from a ``Continuation``."""
 
-    def __init__(self, particle: Particle, program: Program, args: tuple, kwargs: dict):
+    def __init__(
+        self,
+        particle: Particle,
+        program: Program,
+        args: tuple,
+        kwargs: dict,
+        continuation: Continuation | None = None,
+    ):
         self.handler = Resume(particle, greenlet.getcurrent())
-        particle.sites = []  # rebuilt as the record replays
+        if continuation is None:
+            particle.sites = []  # rebuilt as the record replays
+            self.run = lambda: (program.resumable or program.fn)(*args, **kwargs)
+        else:
+            self.handler.go_on_from(continuation)
+            self.run = continuation.run
         self.greenlet = greenlet.greenlet(self._body)
-        self.program, self.args, self.kwargs = program, args, kwargs
 
     def _body(self, _answer=None) -> _Finished:
         with only(self.handler):
-            return _Finished(self.program.fn(*self.args, **self.kwargs))
+            return _Finished(self.run())
 
     @property
     def owner(self) -> Particle:
@@ -243,6 +302,14 @@ class Execution:
         self.handler.scheduler = greenlet.getcurrent()
         return self.greenlet.switch(answer)
 
+    def close(self) -> None:
+        """End a suspended program now: ``GreenletExit`` is raised where it stands, its
+        ``finally`` blocks run, and its frames go. Dropped instead, it would wait for the
+        cyclic collector (the suspended frame refers to this execution, which refers to it)."""
+        if self.greenlet:  # started and not finished
+            self.greenlet.parent = greenlet.getcurrent()
+            self.greenlet.throw()
+
 
 def update_weight(particle: Particle, total: float) -> None:
     """Grow the importance weight by the change of the run's log weight since the last update."""
@@ -255,7 +322,7 @@ def update_weight(particle: Particle, total: float) -> None:
 def advance(particle: Particle, program: Program, args: tuple, kwargs: dict) -> None:
     """Run ``particle`` on to its next engine request, barrier, or end."""
     if particle.execution is None:
-        particle.execution = Execution(particle, program, args, kwargs)
+        particle.execution = Execution(particle, program, args, kwargs, usable_continuation(particle))
     execution, answer = particle.execution, particle.answer
     particle.answer = None
     try:
@@ -280,6 +347,21 @@ def advance(particle: Particle, program: Program, args: tuple, kwargs: dict) -> 
         particle.execution = None  # its greenlet has ended
 
 
+def usable_continuation(particle: Particle) -> Continuation | None:
+    """The continuation a particle without an execution goes on from, if it stands where
+    that continuation was made: just past the barrier, with the record up to there and no
+    more (an interpreter that cut or extended the record — MH, Gibbs's reference — gets a
+    replay instead)."""
+    continuation = particle.continuation
+    if (
+        continuation is None
+        or continuation.barriers != particle.barriers_passed
+        or continuation.choices != len(particle.records)
+    ):
+        return None
+    return continuation
+
+
 def kill(particle: Particle, reason: str) -> None:
     particle.log_weight = -math.inf
     particle.status, particle.error = DEAD, reason
@@ -288,9 +370,12 @@ def kill(particle: Particle, reason: str) -> None:
 def hand_over(old: list[Particle], new: list[Particle]) -> None:
     """After an interpreter replaced a problem's particles: each execution whose particle was
     discarded goes to one copy of it that stands at the same place, so that copy need not
-    replay. Every other copy replays its record when it is next advanced."""
+    replay. Every other copy goes on from its continuation or replays when it is next
+    advanced. An execution no copy took is closed at once, so its stack does not wait for
+    the collector."""
     kept = {id(p) for p in new}
-    free = {id(p.execution): p.execution for p in old if id(p) not in kept and p.execution is not None}
+    discarded = [p for p in old if id(p) not in kept and p.execution is not None]
+    free = {id(p.execution): p.execution for p in discarded}
     for particle in new:
         origin, particle.origin = particle.origin, None
         if particle.execution is not None or origin is None or id(origin) not in free:
@@ -300,6 +385,10 @@ def hand_over(old: list[Particle], new: list[Particle]) -> None:
             del free[id(origin)]
             origin.adopt(particle)
             particle.execution = origin
+    for execution in free.values():
+        execution.close()
+    for particle in discarded:
+        particle.execution = None
 
 
 @dataclass
@@ -356,6 +445,10 @@ class RunStats:
     peak_in_flight: int = 0  # the most particles in flight at once
     cancelled: int = 0  # problems cancelled
     cancelled_particles: int = 0  # their particles that were still running or waiting
+    # executions started for particles that already had a record (copies at resampling, MH
+    # proposals, Gibbs's reference): from their parent's continuation, or by replaying it
+    continued: int = 0
+    replayed: int = 0
     started: float = field(default_factory=time.perf_counter)
 
     def total_calls(self, kind: str | None = None) -> int:
@@ -388,6 +481,32 @@ class RunProgress:
     @property
     def tokens_per_second(self) -> float:
         return self.tokens_out / self.elapsed if self.elapsed > 0 else 0.0
+
+
+@contextmanager
+def collector_paused():
+    """Python's cyclic garbage collector off for the inside of a round, back as it was after.
+
+    A round allocates many small objects that live on (records, sites, requests), so the
+    collector's generation counters trip over and over and each collection walks every
+    particle's live objects: measured, it was half of the scheduler's own time (the
+    instant-engine benchmark ran 2–2.6× faster without it). What a round leaves behind is
+    freed by reference counting; cycles wait for the next collection, between rounds (where
+    finished problems are handed to the caller)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _delegating(model) -> bool:
+    """``isinstance(model, Delegating)`` as that check decides it (the protocol's methods are
+    there), without ``typing``'s runtime-protocol machinery, which cost 10 % of a round when
+    asked once per particle."""
+    return callable(getattr(model, "delegates", None)) and callable(getattr(model, "delegate", None))
 
 
 def _model_name(model) -> str:
@@ -558,14 +677,16 @@ class Scheduler:
         """One round: cancellations, admissions, every running particle moved on, barriers
         and finished problems settled (yielded), then the engines called."""
         yield from self._take_cancellations()
-        self._admit()
-        self.stats.rounds += 1
-        for run in list(self.active):
-            self._advance(run)
-        finished = self._settle()
+        with collector_paused():
+            self._admit()
+            self.stats.rounds += 1
+            for run in list(self.active):
+                self._advance(run)
+            finished = self._settle()
         for run in finished:
             yield run.index, self.completed[run.index]
-        self._dispatch()
+        with collector_paused():
+            self._dispatch()
         if self.active:
             self._report()
 
@@ -589,7 +710,9 @@ class Scheduler:
             alive = [p for p in run.particles if p.status not in (FINISHED, DEAD)]
             for particle in alive:
                 kill(particle, f"cancelled: {cancels[run.index]}")
-                particle.execution = None  # its greenlet is dropped, and ends
+                if particle.execution is not None:
+                    particle.execution.close()
+                    particle.execution = None
                 self._delegations.pop(id(particle), None)
             self.stats.cancelled += 1
             self.stats.cancelled_particles += len(alive)
@@ -670,6 +793,10 @@ class Scheduler:
     def _advance(self, run: ProblemRun) -> None:
         for particle in run.particles:
             if particle.status == RUNNING:
+                if particle.execution is None and particle.records:  # a copy, or a run with a given record
+                    continued = usable_continuation(particle) is not None
+                    self.stats.continued += continued
+                    self.stats.replayed += not continued
                 advance(particle, run.program, run.args, run.kwargs)
                 if particle.status == DEAD:
                     run.deaths.append(particle.error)
@@ -800,7 +927,7 @@ class Scheduler:
                 request = particle.need.request
                 group = run.group if run.group is not None else particle.problem
                 if id(particle) in seeds:
-                    request = replace(request, seed=seeds[id(particle)], group=group)
+                    request = request.dispatched(seeds[id(particle)], group)
                 else:
                     request = request.grouped(group)
                 particle.need = None  # sent
@@ -885,9 +1012,7 @@ class Scheduler:
         once into a streaming engine. Answered at once when nothing is left to ask."""
         need = particle.need
         stack = self._delegations.setdefault(id(particle), [])
-        while isinstance(need.model, Delegating) and need.model.delegates(
-            method := engine_method(need.request)
-        ):
+        while _delegating(need.model) and need.model.delegates(method := engine_method(need.request)):
             delegation = self._guarded(
                 need.model, "delegate", need.model.delegate, method, need.request.parts()
             )

@@ -9,6 +9,7 @@ settings are rejected with a ValueError before anything runs.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import numpyro.distributions as dist
@@ -17,6 +18,7 @@ import pytest
 import ppl
 from ppl.algorithms import SMC, ImportanceSampling
 from ppl.backends import FunctionReward, TabularLM
+from ppl.interfaces import GenRequest
 
 
 @pytest.fixture
@@ -186,3 +188,41 @@ def test_direct_execution_samples_and_weighs(lm):
     assert tr.log_weight == pytest.approx(expected, abs=1e-6)
     with ppl.seed(rng_seed=0):
         assert model(lm) == x
+
+
+def _refusal(make):
+    try:
+        make()
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "temperature", "n", "top_k", "top_p", "min_p"])
+def test_a_generation_requests_quick_check_accepts_nothing_the_full_check_refuses(field):
+    """``GenRequest`` recognises the common request in one pass and sends the rest to
+    ``check``: for every value, the constructor refuses exactly what ``check`` refuses,
+    booleans and NaN included (a fast path that said True == 1 would let them through)."""
+    values = [True, False, 0, 1, 2, -1, 0.0, 1.0, 0.5, 2.0, -0.5, math.nan, math.inf, "1", None]
+    base = GenRequest((1, 2), 4)
+    for value in values:
+        built = _refusal(lambda value=value: GenRequest((1, 2), **{"max_tokens": 4, field: value}))
+        checked = _refusal(lambda value=value: _raw(base, field, value).check())
+        assert built == checked, (field, value)
+
+
+def _raw(request, field, value):
+    """``request`` with one field set, unchecked (what ``check`` alone then says)."""
+    raw = object.__new__(GenRequest)
+    raw.__dict__.update(request.__dict__)
+    raw.__dict__[field] = value
+    return raw
+
+
+def test_a_dispatched_request_equals_the_replaced_one():
+    request = GenRequest((1, 2, 3), 5, stop=("\n",), temperature=0.7, top_p=0.9)
+    sent = request.dispatched(1234, 7)
+    assert sent == replace(request, seed=1234, group=7)
+    assert hash(sent) == hash(replace(request, seed=1234, group=7))
+    assert request.seed is None and request.group is None  # the original is untouched
+    assert request.grouped(3) == replace(request, group=3)

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 import ppl
@@ -240,3 +242,63 @@ def test_the_scheduler_reports_where_a_run_stands_for_a_live_display():
     assert max(s.waiting for s in seen) > 0  # Stepwise streams: requests wait in the engine
     assert all(s.live <= s.particles for s in seen)
     assert any(s.ess is not None and 0 < s.ess <= 6 for s in seen)
+
+
+def test_the_collector_is_paused_inside_a_round_and_restored_after():
+    """Programs run with Python's cyclic collector off (it was half of the scheduler's own
+    time); what the caller had is restored, between rounds as at the end, on or off."""
+    seen = []
+
+    @ppl.program
+    def looks(lm):
+        ctx = ()
+        for _ in ppl.steps(max=3):
+            seen.append(gc.isenabled())
+            ctx += ppl.gen(lm, ctx, max_tokens=1).token_ids
+        return len(ctx)
+
+    lm = make_lm()
+    assert gc.isenabled()
+    finished = []
+    scheduler = Scheduler()
+    for i in range(3):
+        scheduler.submit(i, looks, (lm,), {}, SMC(4, ess_threshold=1.0), SeededSource(i))
+    for index, _ in scheduler.results():
+        finished.append((index, gc.isenabled()))  # a finished problem is handed out between rounds
+    assert seen and not any(seen)
+    assert sorted(finished) == [(0, True), (1, True), (2, True)]
+    gc.disable()
+    try:
+        SMC(4).run(looks, [(lm,)], seed=0)
+        assert not gc.isenabled()  # a caller's choice is kept
+    finally:
+        gc.enable()
+
+
+def test_an_execution_no_copy_takes_is_closed_at_once(monkeypatch):
+    """Resampling discards particles; their suspended programs end at once (their frames
+    freed without the cyclic collector, which is off here), and copies are unaffected."""
+    import weakref
+
+    from ppl import scheduler as module
+
+    executions = []
+    original = module.Execution.__init__
+
+    def tracked(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        executions.append(weakref.ref(self))
+
+    monkeypatch.setattr(module.Execution, "__init__", tracked)
+    lm = make_lm()
+    gc.collect()
+    gc.disable()
+    try:
+        results = SMC(8, ess_threshold=1.0).run(ragged, [(lm, "a"), (lm, "b")], seed=3)
+        alive = [ref for ref in executions if ref() is not None]
+    finally:
+        gc.enable()
+    assert len(executions) > 16  # copies were made
+    assert alive == []
+    monkeypatch.setattr(module.Execution, "__init__", original)
+    assert outcome(results) == outcome(SMC(8, ess_threshold=1.0).run(ragged, [(lm, "a"), (lm, "b")], seed=3))
