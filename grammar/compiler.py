@@ -161,22 +161,18 @@ def _guard(fn: Callable, pos: ast.Position) -> Callable:
     """Turn a Python failure inside ``fn`` (and inside its ``resume``, when it has one) into
     a TtsRuntimeError at ``pos``."""
 
-    def guarded(env):
+    def at_pos(call: Callable, *args):
         try:
-            return fn(env)
+            return call(*args)
         except _FAILURES as error:
             raise TtsRuntimeError(pos, _runtime_message(error)) from None
 
+    def guarded(env):
+        return at_pos(fn, env)
+
     resume = getattr(fn, "resume", None)
     if resume is not None:
-
-        def guarded_resume(env, frames):
-            try:
-                return resume(env, frames)
-            except _FAILURES as error:
-                raise TtsRuntimeError(pos, _runtime_message(error)) from None
-
-        guarded.resume = guarded_resume
+        guarded.resume = lambda env, frames: at_pos(resume, env, frames)
     return guarded
 
 

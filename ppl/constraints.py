@@ -76,8 +76,6 @@ class Constraint:
         if regex is None and grammar is None and json_schema is None and choice is None:
             return None
         given = {k: v for k, v in zip(KINDS, (regex, grammar, json_schema, choice)) if v is not None}
-        if not given:
-            return None
         if len(given) > 1:
             raise ValueError(f"gen takes one constraint at a time, got {' and '.join(given)}")
         ((kind, value),) = given.items()

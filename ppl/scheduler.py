@@ -319,10 +319,8 @@ def update_weight(particle: Particle, total: float) -> None:
     particle.increments.append(increment)
 
 
-def advance(particle: Particle, program: Program, args: tuple, kwargs: dict) -> None:
-    """Run ``particle`` on to its next engine request, barrier, or end."""
-    if particle.execution is None:
-        particle.execution = Execution(particle, program, args, kwargs, usable_continuation(particle))
+def advance(particle: Particle) -> None:
+    """Run ``particle`` (which has an execution) on to its next engine request, barrier, or end."""
     execution, answer = particle.execution, particle.answer
     particle.answer = None
     try:
@@ -385,9 +383,9 @@ def hand_over(old: list[Particle], new: list[Particle]) -> None:
             del free[id(origin)]
             origin.adopt(particle)
             particle.execution = origin
-    for execution in free.values():
-        execution.close()
     for particle in discarded:
+        if id(particle.execution) in free:
+            particle.execution.close()
         particle.execution = None
 
 
@@ -793,15 +791,22 @@ class Scheduler:
     def _advance(self, run: ProblemRun) -> None:
         for particle in run.particles:
             if particle.status == RUNNING:
-                if particle.execution is None and particle.records:  # a copy, or a run with a given record
-                    continued = usable_continuation(particle) is not None
-                    self.stats.continued += continued
-                    self.stats.replayed += not continued
-                advance(particle, run.program, run.args, run.kwargs)
+                if particle.execution is None:
+                    particle.execution = self._execution(particle, run)
+                advance(particle)
                 if particle.status == DEAD:
                     run.deaths.append(particle.error)
                 elif particle.status == AT_BARRIER and run.first_at_barrier is None:
                     run.first_at_barrier = time.perf_counter()
+
+    def _execution(self, particle: Particle, run: ProblemRun) -> Execution:
+        """A new execution for ``particle``; one for a particle that already has a record (a
+        copy, an MH proposal, Gibbs's reference) is counted as continued or replayed."""
+        continuation = usable_continuation(particle)
+        if particle.records:
+            self.stats.continued += continuation is not None
+            self.stats.replayed += continuation is None
+        return Execution(particle, run.program, run.args, run.kwargs, continuation)
 
     def _settle(self) -> list[ProblemRun]:
         """Act for every problem whose particles have all arrived; return those finished."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ppl.algorithms import ALGORITHMS
+from ppl.algorithms import ALGORITHMS, DVTS, MH, SMC, BeamSearch, ImportanceSampling, ParticleGibbs
 
 
 @dataclass(frozen=True)
@@ -104,3 +104,17 @@ INTERPRETERS = {
 }
 NAMES = sorted(INTERPRETERS)
 ENGINE_NAMES = sorted(name for name, entry in INTERPRETERS.items() if entry.engine_settings is not None)
+
+# One small instance of each way an interpreter moves particles — independent runs,
+# resampling at every barrier and by ESS, sweeps with a reference, chains, beams, subtrees —
+# for runtime tests that must hold under all of them (tests/test_runtime.py,
+# tests/test_continuations.py).
+SMALL = [
+    ImportanceSampling(6),
+    SMC(6, ess_threshold=1.0),
+    SMC(6, resample="systematic"),
+    ParticleGibbs(3, sweeps=2, rejuvenate=1),
+    MH(chains=3, steps=3),
+    BeamSearch(beams=2, expand=2),
+    DVTS(subtrees=2, expand=2),
+]

@@ -12,8 +12,9 @@ loses the weight so far, or the barrier's site, is caught by the same comparison
 from __future__ import annotations
 
 import pytest
+from interpreters import SMALL
 
-from ppl.algorithms import DVTS, MH, SMC, BeamSearch, ImportanceSampling, ParticleGibbs
+from ppl.algorithms import SMC
 from ppl.app import load
 from ppl.randomness import SeededSource
 from ppl.scheduler import Resume, Scheduler
@@ -91,16 +92,6 @@ program f(n: number) -> text {
 """,
 }
 
-INTERPRETERS = [
-    ImportanceSampling(6),
-    SMC(6, ess_threshold=1.0),
-    SMC(6, resample="systematic"),
-    ParticleGibbs(3, sweeps=2, rejuvenate=1),
-    MH(chains=3, steps=3),
-    BeamSearch(beams=2, expand=2),
-    DVTS(subtrees=2, expand=2),
-]
-
 
 def compiled(name: str):
     return load(HEADER + PROGRAMS[name], filename=f"{name}.tts").programs["f"]
@@ -134,7 +125,7 @@ def outcome(results: dict) -> list:
     return out
 
 
-@pytest.mark.parametrize("algorithm", INTERPRETERS, ids=repr)
+@pytest.mark.parametrize("algorithm", SMALL, ids=repr)
 @pytest.mark.parametrize("name", sorted(PROGRAMS))
 def test_going_on_from_a_continuation_equals_replaying(name, algorithm):
     continued, continued_stats = run(compiled(name), algorithm, resumable=True)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import gc
 
 import pytest
+from interpreters import SMALL
 
 import ppl
-from ppl.algorithms import DVTS, MH, SMC, BeamSearch, ImportanceSampling, ParticleGibbs
+from ppl.algorithms import SMC, ImportanceSampling
 from ppl.backends import TabularLM
 from ppl.backends.stepwise import Stepwise
 from ppl.randomness import SeededSource
@@ -41,22 +42,11 @@ def make_lm() -> TabularLM:
     return TabularLM.random(["a", "b", "c"], order=2, seed=11)
 
 
-INTERPRETERS = [
-    ImportanceSampling(6),
-    SMC(6, ess_threshold=1.0),
-    SMC(6, resample="systematic"),
-    ParticleGibbs(3, sweeps=2, rejuvenate=1),
-    MH(chains=3, steps=3),
-    BeamSearch(beams=2, expand=2),
-    DVTS(subtrees=2, expand=2),
-]
-
-
 def outcome(results):
     return [(p.values, [round(w, 12) for w in p.log_weights], p.diagnostics.deaths) for p in results]
 
 
-@pytest.mark.parametrize("algorithm", INTERPRETERS, ids=repr)
+@pytest.mark.parametrize("algorithm", SMALL, ids=repr)
 def test_streaming_changes_no_seeded_result(algorithm):
     lm = make_lm()
     problems = [(lm, s) for s in ["a", "b", "ab", "ba", "c"]]
